@@ -1,0 +1,52 @@
+# The two commands a new user runs (see README):
+#   make demo   installs everything and runs the main job
+#   make test   installs everything and runs ruff, mypy and the test suite
+# Both are idempotent: they reuse .venv and skip what is already installed.
+
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+PEERS   := $(VENV)/.peers
+DATA    := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+THREADS ?= 2
+
+.PHONY: demo test install peers data lint typecheck bench bench-quick clean
+
+$(VENV)/bin/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): $(VENV)/bin/python pyproject.toml
+	$(VPY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(PEERS): $(STAMP) scripts/install_peers.sh
+	bash scripts/install_peers.sh $(VPY)
+	touch $(PEERS)
+
+peers: $(PEERS)
+
+data:
+	bash scripts/install_data.sh
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+test: install peers data lint typecheck
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/python -m pytest -q -n 2 tests
+
+demo: install data
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/contrastkit bench --quick
+
+bench: install peers
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/contrastkit bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,31 @@
+"""The exact similarity engine under every softmax-family objective.
+
+See :func:`pairwise_lse` for the contract and :mod:`contrastkit.engine.lse` for why the tiled
+path is exact.
+"""
+
+from contrastkit.engine.lse import (
+    DEFAULT_TILE,
+    DENSE_MAX_PAIRS,
+    LSEResult,
+    SideStats,
+    pairwise_lse,
+    safe_logaddexp,
+    safe_logsumexp,
+)
+from contrastkit.engine.pairs import PairRule, Pairs, TilePairs, apply_tile, shifted_cosine
+
+__all__ = [
+    "DEFAULT_TILE",
+    "DENSE_MAX_PAIRS",
+    "LSEResult",
+    "PairRule",
+    "Pairs",
+    "SideStats",
+    "TilePairs",
+    "apply_tile",
+    "pairwise_lse",
+    "safe_logaddexp",
+    "safe_logsumexp",
+    "shifted_cosine",
+]

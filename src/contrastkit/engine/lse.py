@@ -1,0 +1,313 @@
+"""Exact row/column log-sum-exp of ``S = A Cᵀ`` under pair masks, dense or tiled.
+
+The softmax-family objectives (InfoNCE, NT-Xent, CLIP, DCL, SupCon, CWCL, ...) all reduce to, per
+anchor ``i`` (row) and optionally per candidate ``j`` (column):
+
+* ``lse_i = log Σ_{j counted} exp(S_ij)``   — the softmax denominator, and
+* ``Σ_j w_ij S_ij`` and ``Σ_j w_ij``          — weighted logits of the positives.
+
+The temperature is applied by the caller, who passes ``A = anchors / τ``: the gradient w.r.t. a
+learnable τ then flows through that ``O(n·d)`` product with ordinary autograd.
+
+Two paths compute the same numbers:
+
+* **dense** materialises ``S`` (``n × m``) and uses autograd; fastest for small ``n·m``.
+* **tiled** walks ``tile × tile`` blocks with an online log-sum-exp (running max and rescaled
+  sum) and never keeps ``S``. Its backward recomputes each block: with ``P = exp(S - lse)``,
+
+      ∂L/∂S_ij = g_i · P^row_ij + g_j · P^col_ij + (h_i + h_j) · w_ij   (counted pairs)
+      ∂L/∂A = (∂L/∂S) C,   ∂L/∂C = (∂L/∂S)ᵀ A,
+
+  which holds because ``∂lse_i/∂S_ij`` is the row softmax and the weighted sums are linear in
+  ``S``. Extra memory is ``O((n + m)·d + tile²)``, never ``O(n·m)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from contrastkit.engine.pairs import PairRule, TilePairs, apply_tile
+
+#: Above this many pairs the automatic choice is the tiled path.
+DENSE_MAX_PAIRS = 2048 * 2048
+#: Default tile edge of the tiled path (a 1024 × 1024 fp32 tile is 4 MiB).
+DEFAULT_TILE = 1024
+
+_NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class SideStats:
+    """Per-anchor (or per-candidate) statistics; mergeable across candidate blocks.
+
+    Attributes:
+        lse: ``(k,)`` log Σ exp of the counted logits; ``-inf`` where nothing was counted.
+        weighted_sum: ``(k,)`` Σ w_ij S_ij, or None when the pairs carry no weights.
+        weight_total: ``(k,)`` Σ w_ij (no gradient), or None.
+    """
+
+    lse: Tensor
+    weighted_sum: Tensor | None = None
+    weight_total: Tensor | None = None
+
+    def merge(self, other: SideStats) -> SideStats:
+        """Combine statistics of the same anchors over two disjoint candidate blocks.
+
+        This is how blocks that arrive one at a time (other ranks, a memory queue, extra
+        negatives) join: log-sum-exps add in the exp domain, weighted sums add.
+        """
+        return SideStats(
+            lse=safe_logaddexp(self.lse, other.lse),
+            weighted_sum=_add_optional(self.weighted_sum, other.weighted_sum),
+            weight_total=_add_optional(self.weight_total, other.weight_total),
+        )
+
+
+@dataclass(frozen=True)
+class LSEResult:
+    """Output of :func:`pairwise_lse`: row statistics and/or column statistics."""
+
+    rows: SideStats | None
+    columns: SideStats | None
+
+
+def pairwise_lse(
+    anchors: Tensor,
+    candidates: Tensor,
+    pairs: PairRule | None = None,
+    *,
+    rows: bool = True,
+    columns: bool = False,
+    chunk_size: int | None = None,
+) -> LSEResult:
+    """Row- and/or column-wise log-sum-exp of ``S = anchors @ candidates.T`` under ``pairs``.
+
+    Args:
+        anchors: ``(n, d)``, already divided by the temperature.
+        candidates: ``(m, d)``.
+        pairs: which pairs are excluded and how positives are weighted (see
+            :class:`contrastkit.engine.Pairs`); None counts every pair with no weights.
+        rows: compute per-anchor statistics (softmax over candidates).
+        columns: compute per-candidate statistics (softmax over anchors), from the same ``S``.
+        chunk_size: None chooses the dense path for small ``n·m`` and the tiled path otherwise;
+            an integer forces the tiled path with that tile edge.
+
+    Returns:
+        :class:`LSEResult`. fp16/bf16 inputs are computed and returned in fp32.
+
+    Raises:
+        ValueError: if neither ``rows`` nor ``columns`` is requested, shapes disagree, or
+            ``chunk_size`` is not a positive integer.
+    """
+    if not (rows or columns):
+        raise ValueError("pairwise_lse: request rows=True and/or columns=True")
+    if anchors.ndim != 2 or candidates.ndim != 2 or anchors.shape[1] != candidates.shape[1]:
+        raise ValueError(
+            "pairwise_lse: anchors (n, d) and candidates (m, d) must share d, got "
+            f"{tuple(anchors.shape)} and {tuple(candidates.shape)}"
+        )
+    if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    a, c = _accumulation_dtype(anchors), _accumulation_dtype(candidates)
+    n, m = a.shape[0], c.shape[0]
+    if chunk_size is None and n * m <= DENSE_MAX_PAIRS:
+        return _dense(a, c, pairs, rows, columns)
+    tile = chunk_size if chunk_size is not None else DEFAULT_TILE
+    weighted = pairs is not None and pairs.has_weights
+    r_lse, r_ws, r_wt, c_lse, c_ws, c_wt = _TiledLSE.apply(  # type: ignore[no-untyped-call]
+        a, c, pairs, rows, columns, tile
+    )
+    row_stats = SideStats(r_lse, r_ws, r_wt) if weighted else SideStats(r_lse)
+    col_stats = SideStats(c_lse, c_ws, c_wt) if weighted else SideStats(c_lse)
+    return LSEResult(rows=row_stats if rows else None, columns=col_stats if columns else None)
+
+
+def safe_logsumexp(x: Tensor, dim: int) -> Tensor:
+    """``logsumexp`` that returns ``-inf`` (with zero gradient, not NaN) for all ``-inf`` slices."""
+    peak = x.detach().amax(dim, keepdim=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    total = torch.exp(x - peak).sum(dim)
+    found = total > 0
+    logged = torch.log(torch.where(found, total, torch.ones_like(total))) + peak.squeeze(dim)
+    return torch.where(found, logged, torch.full_like(logged, _NEG_INF))
+
+
+def safe_logaddexp(x: Tensor, y: Tensor) -> Tensor:
+    """``logaddexp`` that maps ``(-inf, -inf)`` to ``-inf`` with zero gradient instead of NaN."""
+    x, y = torch.broadcast_tensors(x, y)  # type: ignore[no-untyped-call]
+    return safe_logsumexp(torch.stack([x, y]), dim=0)
+
+
+def _add_optional(x: Tensor | None, y: Tensor | None) -> Tensor | None:
+    if x is None:
+        return y
+    return x if y is None else x + y
+
+
+def _accumulation_dtype(x: Tensor) -> Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _dense(a: Tensor, c: Tensor, pairs: PairRule | None, rows: bool, columns: bool) -> LSEResult:
+    logits = a @ c.T  # (n, m)
+    tile = _tile(pairs, slice(None), slice(None), logits.dtype) if pairs else TilePairs()
+    counted = apply_tile(logits, tile)  # excluded pairs at -inf
+    weight = tile.weight
+    weighted_logits = logits * weight if weight is not None else None
+
+    def side(dim: int) -> SideStats:
+        lse = safe_logsumexp(counted, dim)
+        if weight is None or weighted_logits is None:
+            return SideStats(lse)
+        return SideStats(lse, weighted_logits.sum(dim), weight.sum(dim))
+
+    return LSEResult(rows=side(1) if rows else None, columns=side(0) if columns else None)
+
+
+def _online_update(logits: Tensor, dim: int, run_max: Tensor, run_sum: Tensor, buf: Tensor) -> None:
+    """Fold one tile into running (max, Σ exp(x - max)) along ``dim``, in place."""
+    new_max = torch.maximum(run_max, logits.amax(dim))
+    shift = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
+    torch.sub(logits, shift.unsqueeze(dim), out=buf).exp_()
+    run_sum.mul_(torch.exp(run_max - shift)).add_(buf.sum(dim))
+    run_max.copy_(new_max)
+
+
+class _TiledLSE(torch.autograd.Function):
+    """Tiled forward with online log-sum-exp; backward recomputes tiles (see module docstring)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        a: Tensor,
+        c: Tensor,
+        pairs: PairRule | None,
+        rows: bool,
+        columns: bool,
+        tile: int,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        n, m = a.shape[0], c.shape[0]
+        weighted = pairs is not None and pairs.has_weights
+        empty = a.new_empty(0)
+        row_lse = a.new_empty(n) if rows else empty
+        row_ws = a.new_zeros(n) if rows and weighted else empty
+        row_wt = a.new_zeros(n) if rows and weighted else empty
+        col_max = a.new_full((m,), _NEG_INF) if columns else empty
+        col_sum = a.new_zeros(m) if columns else empty
+        col_ws = a.new_zeros(m) if columns and weighted else empty
+        col_wt = a.new_zeros(m) if columns and weighted else empty
+        tr, tc = min(tile, n), min(tile, m)
+        s_flat, e_flat = a.new_empty(tr * tc), a.new_empty(tr * tc)  # reused tile buffers
+        for r0 in range(0, n, tr):
+            r1 = min(r0 + tr, n)
+            a_rows = a[r0:r1]
+            run_max = a.new_full((r1 - r0,), _NEG_INF)
+            run_sum = a.new_zeros(r1 - r0)
+            for c0 in range(0, m, tc):
+                c1 = min(c0 + tc, m)
+                shape = (r1 - r0, c1 - c0)
+                s = s_flat[: shape[0] * shape[1]].view(shape)
+                e = e_flat[: shape[0] * shape[1]].view(shape)
+                torch.mm(a_rows, c[c0:c1].T, out=s)  # (r, c) logits
+                tp = _tile(pairs, slice(r0, r1), slice(c0, c1), a.dtype) if pairs else None
+                if tp is not None:
+                    if tp.weight is not None:
+                        torch.mul(s, tp.weight, out=e)
+                        if rows:
+                            row_ws[r0:r1] += e.sum(1)
+                            row_wt[r0:r1] += tp.weight.sum(1)
+                        if columns:
+                            col_ws[c0:c1] += e.sum(0)
+                            col_wt[c0:c1] += tp.weight.sum(0)
+                    _apply_tile_(s, tp)
+                if rows:
+                    _online_update(s, 1, run_max, run_sum, e)
+                if columns:
+                    _online_update(s, 0, col_max[c0:c1], col_sum[c0:c1], e)
+            if rows:
+                row_lse[r0:r1] = torch.log(run_sum) + run_max
+        col_lse = torch.log(col_sum) + col_max if columns else empty
+        ctx.save_for_backward(a, c, row_lse, col_lse)
+        ctx.pairs, ctx.rows, ctx.columns, ctx.tile = pairs, rows, columns, tile
+        ctx.mark_non_differentiable(row_wt, col_wt)
+        return row_lse, row_ws, row_wt, col_lse, col_ws, col_wt
+
+    @staticmethod
+    def backward(
+        ctx: Any,
+        g_row_lse: Tensor,
+        g_row_ws: Tensor,
+        _g_row_wt: Tensor,
+        g_col_lse: Tensor,
+        g_col_ws: Tensor,
+        _g_col_wt: Tensor,
+    ) -> tuple[Tensor | None, ...]:
+        a, c, row_lse, col_lse = ctx.saved_tensors
+        pairs: PairRule | None = ctx.pairs
+        rows: bool = ctx.rows
+        columns: bool = ctx.columns
+        need_a, need_c = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        n, m = a.shape[0], c.shape[0]
+        weighted = pairs is not None and pairs.has_weights
+        grad_a = torch.zeros_like(a) if need_a else None
+        grad_c = torch.zeros_like(c) if need_c else None
+        # Rows/columns with nothing counted have lse = -inf and all-excluded tiles: any finite
+        # shift gives exp(-inf - shift) = 0 there.
+        row_shift = torch.where(torch.isfinite(row_lse), row_lse, torch.zeros_like(row_lse))
+        col_shift = torch.where(torch.isfinite(col_lse), col_lse, torch.zeros_like(col_lse))
+        tr, tc = min(ctx.tile, n), min(ctx.tile, m)
+        s_flat, g_flat = a.new_empty(tr * tc), a.new_empty(tr * tc)
+        for r0 in range(0, n, tr):
+            r1 = min(r0 + tr, n)
+            a_rows = a[r0:r1]
+            for c0 in range(0, m, tc):
+                c1 = min(c0 + tc, m)
+                shape = (r1 - r0, c1 - c0)
+                s = s_flat[: shape[0] * shape[1]].view(shape)
+                g = g_flat[: shape[0] * shape[1]].view(shape)
+                torch.mm(a_rows, c[c0:c1].T, out=s)
+                tp = _tile(pairs, slice(r0, r1), slice(c0, c1), a.dtype) if pairs else None
+                if tp is not None:
+                    _apply_tile_(s, tp)
+                # g = dL/dS for this tile, built in place.
+                if rows:
+                    torch.sub(s, row_shift[r0:r1, None], out=g).exp_()
+                    g.mul_(g_row_lse[r0:r1, None])
+                    if columns:
+                        s.sub_(col_shift[None, c0:c1]).exp_().mul_(g_col_lse[None, c0:c1])
+                        g.add_(s)
+                else:
+                    torch.sub(s, col_shift[None, c0:c1], out=g).exp_()
+                    g.mul_(g_col_lse[None, c0:c1])
+                if weighted and tp is not None and tp.weight is not None:
+                    coeff = g_row_ws[r0:r1, None] if rows else 0.0
+                    if columns:
+                        coeff = coeff + g_col_ws[None, c0:c1]
+                    g.addcmul_(tp.weight, torch.as_tensor(coeff, dtype=g.dtype))
+                if grad_a is not None:
+                    grad_a[r0:r1].addmm_(g, c[c0:c1])
+                if grad_c is not None:
+                    grad_c[c0:c1].addmm_(g.T, a_rows)
+        return grad_a, grad_c, None, None, None, None
+
+
+def _tile(pairs: PairRule, rows: slice, cols: slice, dtype: torch.dtype) -> TilePairs:
+    """Return the rule's tile with float fields in the accumulation dtype."""
+    tp = pairs.tile(rows, cols)
+    return TilePairs(
+        exclude=tp.exclude,
+        weight=None if tp.weight is None else tp.weight.to(dtype),
+        log_weight=None if tp.log_weight is None else tp.log_weight.to(dtype),
+    )
+
+
+def _apply_tile_(logits: Tensor, tile: TilePairs) -> None:
+    """In-place :func:`apply_tile` on a tile buffer."""
+    if tile.log_weight is not None:
+        logits.add_(tile.log_weight)
+    if tile.exclude is not None:
+        logits.masked_fill_(tile.exclude, _NEG_INF)

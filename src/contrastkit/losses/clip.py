@@ -1,0 +1,106 @@
+"""CLIP: symmetric InfoNCE between two modalities with a learnable temperature.
+
+Reference:
+    - [0] Radford et al., "Learning Transferable Visual Models From Natural Language
+      Supervision", ICML 2021. open_clip ``src/open_clip/loss.py::ClipLoss``.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from contrastkit._checks import Reduction, check_reduction
+from contrastkit.losses.info_nce import info_nce
+from contrastkit.temperature import LearnableTemperature
+
+
+def clip_loss(
+    image: Tensor,
+    text: Tensor,
+    *,
+    temperature: float | Tensor = 0.07,
+    positive_ids: Tensor | None = None,
+    normalize: bool = True,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    check_values: bool = True,
+) -> Tensor:
+    """Compute the CLIP loss ``(CE(image→text) + CE(text→image)) / 2`` over in-batch pairs.
+
+    ``logits = <image_i, text_j> / τ``; the diagonal positive is in the denominator of both
+    softmaxes. This is :func:`info_nce` with ``symmetric=True``; see it for the arguments.
+
+    Peers: equals open_clip ``ClipLoss()(image, text, logit_scale)`` with
+    ``logit_scale = 1 / temperature`` (open_clip takes the *exponentiated* scale and does not
+    normalise; pass normalised features or keep ``normalize=True`` here).
+
+    Examples:
+        >>> import torch
+        >>> loss = clip_loss(torch.randn(8, 32), torch.randn(8, 32), temperature=0.07)
+    """
+    return info_nce(
+        image,
+        text,
+        temperature=temperature,
+        symmetric=True,
+        positive_ids=positive_ids,
+        normalize=normalize,
+        reduction=reduction,
+        chunk_size=chunk_size,
+        check_values=check_values,
+    )
+
+
+class CLIPLoss(nn.Module):
+    """CLIP loss with a learnable temperature (:class:`contrastkit.LearnableTemperature`).
+
+    Inputs: ``forward(a, b, positive_ids=None)`` with paired ``(B, d)`` embeddings of two
+    modalities (image, text). The temperature starts at ``temperature`` (CLIP: 0.07) and is
+    clamped to ``τ ≥ 0.01`` (logit scale ≤ 100); put this module's parameters in the optimizer.
+    Use :class:`InfoNCELoss` (``symmetric=True``) for a fixed temperature, :class:`SigLIPLoss`
+    for the sigmoid alternative that needs no softmax over the batch, :class:`CWCLLoss` when one
+    modality is frozen and similar pairs should count as partial positives.
+
+    Args:
+        temperature: initial temperature.
+        learnable: learn the temperature (else fixed at ``temperature``).
+        min_temperature: clamp of the learnable temperature.
+        normalize: L2-normalise both modalities.
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
+        chunk_size: tile size of the similarity engine (None: automatic).
+
+    Examples:
+        >>> import torch
+        >>> loss_fn = CLIPLoss()
+        >>> loss = loss_fn(torch.randn(8, 32), torch.randn(8, 32))
+        >>> loss.backward()  # reaches loss_fn.temperature.log_inverse
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        learnable: bool = True,
+        min_temperature: float = 0.01,
+        normalize: bool = True,
+        reduction: Reduction = "mean",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_reduction(reduction)
+        self.temperature = LearnableTemperature(init=temperature, min=min_temperature)
+        self.temperature.log_inverse.requires_grad_(learnable)
+        self.normalize = normalize
+        self.reduction: Reduction = reduction
+        self.chunk_size = chunk_size
+
+    def forward(self, a: Tensor, b: Tensor, positive_ids: Tensor | None = None) -> Tensor:
+        """Symmetric loss of paired ``(B, d)`` embeddings of two modalities."""
+        return clip_loss(
+            a,
+            b,
+            temperature=self.temperature(),
+            positive_ids=positive_ids,
+            normalize=self.normalize,
+            reduction=self.reduction,
+            chunk_size=self.chunk_size,
+        )

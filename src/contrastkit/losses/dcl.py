@@ -1,0 +1,228 @@
+"""DCL and DCLW: decoupled contrastive learning (positive removed from the denominator).
+
+Reference:
+    - [0] Yeh et al., "Decoupled Contrastive Learning", ECCV 2022.
+      lightly ``lightly/loss/dcl_loss.py`` (no official release by the authors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit._checks import (
+    Reduction,
+    check_embeddings,
+    check_pair,
+    check_positive,
+    check_reduction,
+    reduce,
+)
+from contrastkit.engine import Pairs, pairwise_lse
+from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+
+PositiveWeightFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def von_mises_fisher_weights(a: Tensor, b: Tensor, sigma: float = 0.5) -> Tensor:
+    """DCLW's positive weights ``w_i = 2 - B · softmax_i(<a_i, b_i> / σ)``.
+
+    Computed on detached inputs (no gradient flows through the weights); a batch-level softmax,
+    so the weights depend on the batch size. Pass L2-normalised ``a``, ``b``.
+    """
+    similarity = (a.detach() * b.detach()).sum(-1) / sigma  # (B,)
+    return 2.0 - a.shape[0] * torch.softmax(similarity, dim=0)
+
+
+def dcl(
+    a: Tensor,
+    b: Tensor,
+    *,
+    temperature: float | Tensor = 0.1,
+    positive_weight_fn: PositiveWeightFn | None = None,
+    positive_ids: Tensor | None = None,
+    normalize: bool = True,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    check_values: bool = True,
+) -> Tensor:
+    """Decoupled contrastive loss, both view directions.
+
+    For anchor ``z_i`` of one view, its positive ``z'_i`` in the other view and
+    ``s(x, y) = <x, y> / τ``::
+
+        ℓ_i = -w_i · s(z_i, z'_i) + log Σ_{j ≠ i} [exp(s(z_i, z_j)) + exp(s(z_i, z'_j))]
+
+    The positive is **removed** from the denominator (``2B - 2`` negatives: the other samples
+    in both views). The loss is ``(L(a, b) + L(b, a)) / 2``, each a mean over the batch — i.e.
+    the mean over the ``2B`` anchors; ``reduction='none'`` returns ``(2B,)`` (anchors of ``a``,
+    then of ``b``). ``w_i = 1`` for DCL; :func:`dclw` uses von Mises–Fisher weights.
+
+    Args:
+        a: ``(B, d)`` first views.
+        b: ``(B, d)`` second views, row-aligned.
+        temperature: ``τ`` > 0. Default 0.1 (lightly).
+        positive_weight_fn: ``(a, b) -> (B,)`` weights of the positive term, applied to the
+            normalised views (None: weight 1).
+        positive_ids: ``(B,)`` ids; same-id samples are not negatives of each other.
+        normalize: L2-normalise first.
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
+        chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        check_values: check for NaN/inf (a host sync).
+
+    Returns:
+        Scalar loss, or ``(2B,)`` with ``reduction='none'``.
+
+    Raises:
+        ValueError: on mismatched shapes, B < 2, non-finite values, τ ≤ 0, bad reduction.
+
+    Peers: equals lightly ``DCLLoss(temperature)`` / ``DCLWLoss(temperature, sigma)``.
+
+    Examples:
+        >>> loss = dcl(torch.randn(8, 16), torch.randn(8, 16), temperature=0.1)
+    """
+    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
+    check_embeddings(b, "b", check_finite=check_values)
+    check_pair(a, b)
+    check_reduction(reduction)
+    if check_values:
+        validate_temperature(temperature)
+    batch = a.shape[0]
+    if positive_ids is not None and (
+        positive_ids.shape != (batch,) or positive_ids.is_floating_point()
+    ):
+        raise ValueError(
+            f"positive_ids must be integer ids of shape ({batch},), "
+            f"got {positive_ids.dtype} {tuple(positive_ids.shape)}"
+        )
+
+    za, zb = prepare(a, normalize), prepare(b, normalize)
+    z = torch.cat([za, zb])  # (2B, d), both directions at once
+    queries = scale_by_temperature(z, temperature)  # (2B, d)
+    positive = (queries[:batch] * zb).sum(-1).repeat(2)  # (2B,)
+    if positive_weight_fn is not None:
+        positive = positive * positive_weight_fn(za, zb).repeat(2)
+    # Self and partner (and duplicates) share an id, so none of them is a negative.
+    ids = positive_ids if positive_ids is not None else torch.arange(batch, device=a.device)
+    ids = ids.repeat(2)
+    stats = pairwise_lse(queries, z, Pairs(row_ids=ids, col_ids=ids), chunk_size=chunk_size)
+    assert stats.rows is not None
+    losses = stats.rows.lse - positive  # (2B,)
+    return reduce(losses, reduction)
+
+
+def dclw(
+    a: Tensor,
+    b: Tensor,
+    *,
+    temperature: float | Tensor = 0.1,
+    sigma: float = 0.5,
+    positive_ids: Tensor | None = None,
+    normalize: bool = True,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    check_values: bool = True,
+) -> Tensor:
+    """DCLW: :func:`dcl` with detached von Mises–Fisher positive weights.
+
+    ``w_i = 2 - B · softmax_i(<z_i, z'_i> / σ)`` (see :func:`von_mises_fisher_weights`):
+    easy positives (already aligned) are down-weighted. Default ``σ = 0.5`` (paper, lightly).
+
+    Peers: equals lightly ``DCLWLoss(temperature, sigma)``.
+
+    Examples:
+        >>> loss = dclw(torch.randn(8, 16), torch.randn(8, 16), sigma=0.5)
+    """
+    check_positive(sigma, "sigma")
+    return dcl(
+        a,
+        b,
+        temperature=temperature,
+        positive_weight_fn=partial(von_mises_fisher_weights, sigma=sigma),
+        positive_ids=positive_ids,
+        normalize=normalize,
+        reduction=reduction,
+        chunk_size=chunk_size,
+        check_values=check_values,
+    )
+
+
+class DCLLoss(nn.Module):
+    """Module wrapper of :func:`dcl`.
+
+    Inputs: ``forward(a, b, positive_ids=None)``, two views ``(B, d)``. Use instead of
+    :class:`NTXentLoss` when batches are small: removing the positive from the denominator
+    removes the negative–positive coupling that makes InfoNCE batch-size sensitive.
+
+    Examples:
+        >>> loss = DCLLoss(temperature=0.1)(torch.randn(8, 16), torch.randn(8, 16))
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        normalize: bool = True,
+        reduction: Reduction = "mean",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        validate_temperature(temperature)
+        check_reduction(reduction)
+        self.temperature = temperature
+        self.normalize = normalize
+        self.reduction: Reduction = reduction
+        self.chunk_size = chunk_size
+
+    def forward(self, a: Tensor, b: Tensor, positive_ids: Tensor | None = None) -> Tensor:
+        """Loss of two ``(B, d)`` views."""
+        return dcl(
+            a,
+            b,
+            temperature=self.temperature,
+            positive_ids=positive_ids,
+            normalize=self.normalize,
+            reduction=self.reduction,
+            chunk_size=self.chunk_size,
+        )
+
+
+class DCLWLoss(nn.Module):
+    """Module wrapper of :func:`dclw` (DCL with von Mises–Fisher positive weights).
+
+    Examples:
+        >>> loss = DCLWLoss(temperature=0.1, sigma=0.5)(torch.randn(8, 16), torch.randn(8, 16))
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        sigma: float = 0.5,
+        normalize: bool = True,
+        reduction: Reduction = "mean",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        validate_temperature(temperature)
+        check_positive(sigma, "sigma")
+        check_reduction(reduction)
+        self.temperature = temperature
+        self.sigma = sigma
+        self.normalize = normalize
+        self.reduction: Reduction = reduction
+        self.chunk_size = chunk_size
+
+    def forward(self, a: Tensor, b: Tensor, positive_ids: Tensor | None = None) -> Tensor:
+        """Loss of two ``(B, d)`` views."""
+        return dclw(
+            a,
+            b,
+            temperature=self.temperature,
+            sigma=self.sigma,
+            positive_ids=positive_ids,
+            normalize=self.normalize,
+            reduction=self.reduction,
+            chunk_size=self.chunk_size,
+        )

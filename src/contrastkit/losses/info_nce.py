@@ -1,0 +1,190 @@
+"""InfoNCE: one positive per anchor, in-batch (and optional extra) negatives.
+
+References:
+    - [0] van den Oord et al., "Representation Learning with Contrastive Predictive Coding", 2018.
+    - [1] Radford et al., "Learning Transferable Visual Models From Natural Language
+      Supervision" (CLIP), 2021 — the symmetric form.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit._checks import (
+    Reduction,
+    check_embeddings,
+    check_pair,
+    check_reduction,
+    check_same_dim,
+    reduce,
+)
+from contrastkit.engine import Pairs, pairwise_lse, safe_logaddexp, safe_logsumexp
+from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+
+
+def info_nce(
+    a: Tensor,
+    b: Tensor,
+    *,
+    temperature: float | Tensor = 0.1,
+    symmetric: bool = False,
+    negatives: Tensor | None = None,
+    positive_ids: Tensor | None = None,
+    normalize: bool = True,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    check_values: bool = True,
+) -> Tensor:
+    """InfoNCE loss of paired rows ``(a_i, b_i)`` against the other rows of ``b``.
+
+    For anchor ``a_i`` with logits ``s_ij = <a_i, b_j> / τ``::
+
+        ℓ_i = -log( exp(s_ii) / Σ_{j ∉ D(i)} exp(s_ij) + Σ_k exp(<a_i, n_k>/τ) )
+
+    where ``D(i)`` are the in-batch duplicates of ``i`` (rows ``j ≠ i`` with the same
+    ``positive_ids``) and ``n_k`` the extra negatives. The positive **is** in the denominator.
+    With ``symmetric=True`` the loss is ``(ℓ^{a→b} + ℓ^{b→a}) / 2`` per pair (the CLIP loss; extra
+    negatives then apply to the a→b direction only).
+
+    Memory: runs on the similarity engine — ``O(B·d)`` on the tiled path, whatever ``B``.
+
+    Args:
+        a: ``(B, d)`` anchors (queries / first view / images).
+        b: ``(B, d)`` positives, row-aligned with ``a`` (keys / second view / texts).
+        temperature: ``τ`` > 0, float or scalar tensor (e.g. from
+            :class:`contrastkit.LearnableTemperature`). Default 0.1 (info-nce-pytorch).
+        symmetric: average the a→b and b→a directions.
+        negatives: extra negatives, shared ``(K, d)`` or per anchor ``(B, K, d)``.
+        positive_ids: ``(B,)`` ids; rows sharing an id with anchor ``i`` (other than ``b_i``) are
+            not used as its negatives (duplicates / false negatives).
+        normalize: L2-normalise all embeddings first (cosine similarity).
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (``(B,)`` per anchor, or per pair when
+            symmetric).
+        chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        check_values: check for NaN/inf (a host sync); switch off once inputs are trusted.
+
+    Returns:
+        The loss (scalar, or ``(B,)`` with ``reduction='none'``), fp32 for half inputs.
+
+    Raises:
+        ValueError: on mismatched shapes, fewer than 2 rows without extra negatives, non-finite
+            values, a temperature ≤ 0 or a bad reduction.
+
+    Peers: equals info-nce-pytorch ``InfoNCE`` (its ``negative_mode='unpaired'`` ⇔ shared
+    ``negatives``; ``'paired'`` ⇔ per-anchor ``negatives``), which always contrasts against the
+    other in-batch positives too; equals open_clip ``ClipLoss`` with ``symmetric=True`` and
+    ``temperature = 1 / logit_scale``; sentence-transformers' ``MultipleNegativesRankingLoss``
+    with ``scale = 1 / temperature``.
+
+    Examples:
+        >>> a, b = torch.randn(8, 16), torch.randn(8, 16)
+        >>> loss = info_nce(a, b, temperature=0.1)
+        >>> loss.shape
+        torch.Size([])
+    """
+    has_extra = negatives is not None
+    check_embeddings(a, "a", min_rows=1 if has_extra else 2, check_finite=check_values)
+    check_embeddings(b, "b", check_finite=check_values)
+    check_pair(a, b)
+    check_reduction(reduction)
+    if check_values:
+        validate_temperature(temperature)
+    if negatives is not None:
+        check_embeddings(negatives, "negatives", ndim=negatives.ndim, check_finite=check_values)
+        if negatives.ndim not in (2, 3) or (
+            negatives.ndim == 3 and negatives.shape[0] != a.shape[0]
+        ):
+            raise ValueError(
+                f"negatives must have shape (K, d) or ({a.shape[0]}, K, d), "
+                f"got {tuple(negatives.shape)}"
+            )
+        check_same_dim(a, negatives, ("a", "negatives"))
+    if positive_ids is not None and (
+        positive_ids.shape != (a.shape[0],) or positive_ids.is_floating_point()
+    ):
+        raise ValueError(
+            f"positive_ids must be integer ids of shape ({a.shape[0]},), "
+            f"got {positive_ids.dtype} {tuple(positive_ids.shape)}"
+        )
+
+    za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d)
+    queries = scale_by_temperature(za, temperature)  # (B, d), = a / τ
+    positive = (queries * zb).sum(-1)  # (B,) s_ii
+    # With ids, every same-id pair (the positive included) leaves the engine's sum and the
+    # positive is added back: the denominator is then {positive} ∪ non-duplicates.
+    pairs = Pairs(row_ids=positive_ids, col_ids=positive_ids) if positive_ids is not None else None
+    stats = pairwise_lse(queries, zb, pairs, rows=True, columns=symmetric, chunk_size=chunk_size)
+    assert stats.rows is not None
+    row_lse = stats.rows.lse  # (B,)
+    if pairs is not None:
+        row_lse = safe_logaddexp(row_lse, positive)
+    if negatives is not None:
+        zn = prepare(negatives, normalize)
+        if zn.ndim == 2:
+            extra = pairwise_lse(queries, zn, chunk_size=chunk_size).rows
+            assert extra is not None
+            extra_lse = extra.lse  # (B,)
+        else:
+            extra_lse = safe_logsumexp(torch.einsum("bd,bkd->bk", queries, zn), dim=1)
+        row_lse = safe_logaddexp(row_lse, extra_lse)
+    losses = row_lse - positive  # (B,)
+    if symmetric:
+        assert stats.columns is not None
+        col_lse = stats.columns.lse
+        if pairs is not None:
+            col_lse = safe_logaddexp(col_lse, positive)
+        losses = 0.5 * (losses + (col_lse - positive))
+    return reduce(losses, reduction)
+
+
+class InfoNCELoss(nn.Module):
+    """Module wrapper of :func:`info_nce`; see it for the formula and conventions.
+
+    Inputs: ``forward(a, b, negatives=None, positive_ids=None)`` with paired ``(B, d)`` rows.
+    Use it for two views of the same sample (SimCLR-style, one direction), query → passage
+    retrieval (with mined hard ``negatives``), or image–text pairs (``symmetric=True``; see also
+    :class:`CLIPLoss` for a learnable temperature). :class:`NTXentLoss` also contrasts within
+    each view; :class:`DCLLoss` removes the positive from the denominator.
+
+    Examples:
+        >>> loss_fn = InfoNCELoss(temperature=0.1, symmetric=True)
+        >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        symmetric: bool = False,
+        normalize: bool = True,
+        reduction: Reduction = "mean",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        validate_temperature(temperature)
+        check_reduction(reduction)
+        self.temperature = temperature
+        self.symmetric = symmetric
+        self.normalize = normalize
+        self.reduction: Reduction = reduction
+        self.chunk_size = chunk_size
+
+    def forward(
+        self,
+        a: Tensor,
+        b: Tensor,
+        negatives: Tensor | None = None,
+        positive_ids: Tensor | None = None,
+    ) -> Tensor:
+        """Loss of ``(B, d)`` anchors ``a`` against paired positives ``b``."""
+        return info_nce(
+            a,
+            b,
+            temperature=self.temperature,
+            symmetric=self.symmetric,
+            negatives=negatives,
+            positive_ids=positive_ids,
+            normalize=self.normalize,
+            reduction=self.reduction,
+            chunk_size=self.chunk_size,
+        )

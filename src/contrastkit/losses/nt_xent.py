@@ -1,0 +1,134 @@
+"""NT-Xent: SimCLR's normalised temperature-scaled cross-entropy over 2B views.
+
+Reference:
+    - [0] Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations"
+      (SimCLR), ICML 2020. google-research/simclr ``objective.py::add_contrastive_loss``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit._checks import Reduction, check_embeddings, check_pair, check_reduction, reduce
+from contrastkit.engine import Pairs, pairwise_lse, safe_logaddexp
+from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+
+
+def nt_xent(
+    a: Tensor,
+    b: Tensor,
+    *,
+    temperature: float | Tensor = 0.5,
+    positive_ids: Tensor | None = None,
+    normalize: bool = True,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    check_values: bool = True,
+) -> Tensor:
+    """NT-Xent over the ``2B`` views ``z = [a; b]``.
+
+    For each of the ``2B`` anchors ``z_i`` with partner ``z_{p(i)}`` (the other view of the same
+    sample) and ``s_ik = <z_i, z_k> / τ``::
+
+        ℓ_i = -log( exp(s_{i,p(i)}) / Σ_{k ≠ i, k ∉ D(i)} exp(s_ik) )
+
+    The denominator runs over the ``2B - 1`` other views (self masked): the positive **is** in
+    it. ``D(i)`` are declared duplicates (same ``positive_ids``, other sample), left out.
+
+    Reduction: mean over the ``2B`` anchors, i.e. the *mean* of the two view directions
+    (lightly, pytorch-metric-learning). SimCLR's TF code returns their *sum* (2× this value).
+    ``reduction='none'`` returns ``(2B,)``: anchors of ``a`` first, then of ``b``.
+
+    Defaults: ``τ = 0.5`` (SimCLR on CIFAR; lightly's default). SimCLR used 0.1 on ImageNet.
+
+    Args:
+        a: ``(B, d)`` first views.
+        b: ``(B, d)`` second views, row-aligned with ``a``.
+        temperature: ``τ`` > 0, float or scalar tensor.
+        positive_ids: ``(B,)`` sample ids; views of other samples with the same id are not
+            negatives.
+        normalize: L2-normalise first (SimCLR's ``hidden_norm=True``).
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
+        chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        check_values: check for NaN/inf (a host sync).
+
+    Returns:
+        Scalar loss, or ``(2B,)`` with ``reduction='none'``.
+
+    Raises:
+        ValueError: on mismatched shapes, B < 2, non-finite values, τ ≤ 0, bad reduction.
+
+    Peers: equals lightly ``NTXentLoss(temperature)`` and pytorch-metric-learning
+    ``NTXentLoss(temperature)`` on ``embeddings = [a; b]`` with labels ``[0..B-1, 0..B-1]``.
+
+    Examples:
+        >>> a, b = torch.randn(8, 16), torch.randn(8, 16)
+        >>> loss = nt_xent(a, b, temperature=0.5)
+    """
+    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
+    check_embeddings(b, "b", check_finite=check_values)
+    check_pair(a, b)
+    check_reduction(reduction)
+    if check_values:
+        validate_temperature(temperature)
+    batch = a.shape[0]
+    if positive_ids is not None and (
+        positive_ids.shape != (batch,) or positive_ids.is_floating_point()
+    ):
+        raise ValueError(
+            f"positive_ids must be integer ids of shape ({batch},), "
+            f"got {positive_ids.dtype} {tuple(positive_ids.shape)}"
+        )
+
+    z = torch.cat([prepare(a, normalize), prepare(b, normalize)])  # (2B, d)
+    queries = scale_by_temperature(z, temperature)  # (2B, d)
+    positive = (queries[:batch] * z[batch:]).sum(-1).repeat(2)  # (2B,) s_{i,p(i)}
+    # Self, partner and duplicates share an id: all leave the sum, the positive is added back.
+    ids = positive_ids if positive_ids is not None else torch.arange(batch, device=a.device)
+    ids = ids.repeat(2)  # (2B,)
+    stats = pairwise_lse(queries, z, Pairs(row_ids=ids, col_ids=ids), chunk_size=chunk_size)
+    assert stats.rows is not None
+    losses = safe_logaddexp(stats.rows.lse, positive) - positive  # (2B,)
+    return reduce(losses, reduction)
+
+
+class NTXentLoss(nn.Module):
+    """Module wrapper of :func:`nt_xent`; see it for the formula and conventions.
+
+    Inputs: ``forward(a, b, positive_ids=None)``, two augmented views ``(B, d)`` of the same
+    samples. Use it for SimCLR-style self-supervised training. Compared with
+    :class:`InfoNCELoss` it also contrasts views *within* ``a`` and within ``b`` (``2B - 2``
+    negatives instead of ``B - 1``); :class:`DCLLoss` drops the positive from the denominator.
+
+    Examples:
+        >>> loss_fn = NTXentLoss(temperature=0.5)
+        >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.5,
+        normalize: bool = True,
+        reduction: Reduction = "mean",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        validate_temperature(temperature)
+        check_reduction(reduction)
+        self.temperature = temperature
+        self.normalize = normalize
+        self.reduction: Reduction = reduction
+        self.chunk_size = chunk_size
+
+    def forward(self, a: Tensor, b: Tensor, positive_ids: Tensor | None = None) -> Tensor:
+        """Loss of two ``(B, d)`` views."""
+        return nt_xent(
+            a,
+            b,
+            temperature=self.temperature,
+            positive_ids=positive_ids,
+            normalize=self.normalize,
+            reduction=self.reduction,
+            chunk_size=self.chunk_size,
+        )

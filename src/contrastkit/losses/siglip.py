@@ -1,0 +1,175 @@
+"""SigLIP: pairwise sigmoid loss with a learnable temperature and bias.
+
+Reference:
+    - [0] Zhai et al., "Sigmoid Loss for Language Image Pre-Training", ICCV 2023.
+      open_clip ``src/open_clip/loss.py::SigLipLoss``; big_vision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from contrastkit._checks import (
+    Reduction,
+    check_embeddings,
+    check_pair,
+    check_reduction,
+    reduce,
+)
+from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+from contrastkit.temperature import LearnableTemperature
+
+#: Above this many pairs the automatic choice is the chunked path.
+_DENSE_MAX_PAIRS = 2048 * 2048
+_DEFAULT_CHUNK = 1024
+
+
+def siglip(
+    a: Tensor,
+    b: Tensor,
+    *,
+    temperature: float | Tensor = 0.1,
+    bias: float | Tensor = -10.0,
+    normalize: bool = True,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    check_values: bool = True,
+) -> Tensor:
+    """Sigmoid loss over all ``B × B`` pairs, normalised by ``B``.
+
+    With ``x_ij = <a_i, b_j> / τ + bias`` and ``y_ij = +1`` on the diagonal, ``-1`` elsewhere::
+
+        ℓ_i = Σ_j -log σ(y_ij · x_ij) = Σ_j softplus(x_ij) - x_ii
+
+    (``-log σ(-x) = softplus(x)`` and ``-log σ(x) = softplus(x) - x``). The loss is
+    ``mean_i ℓ_i`` = ``Σ_ij … / B`` (open_clip's normalisation: by ``B``, not ``B²``). No softmax,
+    so no denominator; the loss is symmetric in ``a`` and ``b`` by construction.
+
+    The chunked path uses the identity above: it sums ``softplus`` over ``chunk × chunk`` tiles
+    recomputed in backward (activation checkpointing), so memory is ``O(B·d + chunk²)``.
+
+    Defaults (SigLIP): ``τ = 0.1`` (``t' = log 10``), ``bias = -10``; :class:`SigLIPLoss` learns
+    both.
+
+    Args:
+        a: ``(B, d)`` first modality.
+        b: ``(B, d)`` second modality, row-aligned.
+        temperature: ``τ`` > 0 (open_clip's ``logit_scale`` is ``1/τ``).
+        bias: logit bias (float or scalar tensor).
+        normalize: L2-normalise first.
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-anchor row sums ``ℓ_i``).
+        chunk_size: None picks automatically; an int forces the chunked path with that tile.
+        check_values: check for NaN/inf (a host sync).
+
+    Returns:
+        Scalar loss, or ``(B,)`` with ``reduction='none'``.
+
+    Raises:
+        ValueError: on mismatched shapes, B < 2, non-finite values, τ ≤ 0, bad reduction.
+
+    Peers: equals open_clip ``SigLipLoss()(a, b, logit_scale=1/τ, logit_bias=bias)`` on
+    normalised features.
+
+    Examples:
+        >>> loss = siglip(torch.randn(8, 16), torch.randn(8, 16), temperature=0.1, bias=-10.0)
+    """
+    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
+    check_embeddings(b, "b", check_finite=check_values)
+    check_pair(a, b)
+    check_reduction(reduction)
+    if check_values:
+        validate_temperature(temperature)
+        if isinstance(bias, float) and not math.isfinite(bias):
+            raise ValueError(f"bias must be finite, got {bias}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+
+    za, zb = prepare(a, normalize), prepare(b, normalize)
+    queries = scale_by_temperature(za, temperature)  # (B, d)
+    bias_t = torch.as_tensor(bias, dtype=queries.dtype, device=queries.device)
+    positive = (queries * zb).sum(-1) + bias_t  # (B,) x_ii
+    n = za.shape[0]
+    if chunk_size is None and n * n <= _DENSE_MAX_PAIRS:
+        softplus_rows = _softplus_rows(queries, zb, bias_t)
+    else:
+        tile = chunk_size or _DEFAULT_CHUNK
+        parts = []
+        for r0 in range(0, n, tile):
+            row_sum = queries.new_zeros(min(tile, n - r0))
+            for c0 in range(0, n, tile):
+                row_sum = row_sum + checkpoint(
+                    _softplus_rows,
+                    queries[r0 : r0 + tile],
+                    zb[c0 : c0 + tile],
+                    bias_t,
+                    use_reentrant=False,
+                )
+            parts.append(row_sum)
+        softplus_rows = torch.cat(parts)
+    losses = softplus_rows - positive  # (B,)
+    return reduce(losses, reduction)
+
+
+def _softplus_rows(queries: Tensor, keys: Tensor, bias: Tensor) -> Tensor:
+    """``Σ_j softplus(q_i · k_j + bias)`` for a block of rows and columns."""
+    return F.softplus(queries @ keys.T + bias).sum(1)
+
+
+class SigLIPLoss(nn.Module):
+    """SigLIP loss with learnable temperature and bias; see :func:`siglip`.
+
+    Inputs: ``forward(a, b)`` paired ``(B, d)`` embeddings of two modalities. Prefer it to
+    :class:`CLIPLoss` when the batch is split across many devices (no global softmax) or when
+    pairs may be noisy. The bias starts very negative (-10) to offset the ``B - 1`` negatives
+    per positive.
+
+    Args:
+        temperature: initial temperature (SigLIP: 0.1, i.e. logit scale 10).
+        bias: initial bias (SigLIP: -10).
+        learnable: learn temperature and bias.
+        normalize: L2-normalise first.
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
+        chunk_size: tile size of the chunked path (None: automatic).
+
+    Examples:
+        >>> loss_fn = SigLIPLoss()
+        >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.1,
+        bias: float = -10.0,
+        learnable: bool = True,
+        normalize: bool = True,
+        reduction: Reduction = "mean",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_reduction(reduction)
+        if not math.isfinite(bias):
+            raise ValueError(f"bias must be finite, got {bias}")
+        self.temperature = LearnableTemperature(init=temperature, min=1e-3)
+        self.bias = nn.Parameter(torch.tensor(float(bias)))
+        self.temperature.log_inverse.requires_grad_(learnable)
+        self.bias.requires_grad_(learnable)
+        self.normalize = normalize
+        self.reduction: Reduction = reduction
+        self.chunk_size = chunk_size
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """Sigmoid loss of paired ``(B, d)`` embeddings."""
+        return siglip(
+            a,
+            b,
+            temperature=self.temperature(),
+            bias=self.bias,
+            normalize=self.normalize,
+            reduction=self.reduction,
+            chunk_size=self.chunk_size,
+        )

@@ -1,0 +1,229 @@
+"""SupCon: supervised contrastive loss with label-defined (multi-)positives.
+
+Reference:
+    - [0] Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.
+      HobbitLong/SupContrast ``losses.py::SupConLoss``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from contrastkit._checks import (
+    Reduction,
+    check_embeddings,
+    check_labels,
+    check_positive,
+    check_reduction,
+    reduce,
+)
+from contrastkit.engine import Pairs, pairwise_lse
+from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+
+ContrastMode = Literal["all", "one"]
+
+
+def supcon_per_anchor(
+    embeddings: Tensor,
+    labels: Tensor | None = None,
+    *,
+    temperature: float | Tensor = 0.07,
+    base_temperature: float | None = None,
+    contrast_mode: ContrastMode = "all",
+    normalize: bool = True,
+    chunk_size: int | None = None,
+    check_values: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Per-anchor SupCon losses and the mask of anchors that have a positive.
+
+    Returns:
+        ``(losses, has_positive)``, both ``(num_anchors,)``; anchors without a positive have
+        loss 0 and ``has_positive = False``. See :func:`supcon` for the formula.
+    """
+    if embeddings.ndim == 2:
+        embeddings = embeddings.unsqueeze(1)  # (B, 1, d)
+    check_embeddings(embeddings, "embeddings", ndim=3, check_finite=check_values)
+    batch, views = embeddings.shape[:2]
+    if batch * views < 2:
+        raise ValueError(
+            f"embeddings needs at least 2 rows in total, got shape {tuple(embeddings.shape)}"
+        )
+    if labels is not None:
+        check_labels(labels, batch)
+    if contrast_mode not in ("all", "one"):
+        raise ValueError(f"contrast_mode must be 'all' or 'one', got {contrast_mode!r}")
+    if check_values:
+        validate_temperature(temperature)
+    if base_temperature is not None:
+        check_positive(base_temperature, "base_temperature")
+
+    # Views-major order, as SupContrast: [view 0 of all samples; view 1; ...].
+    z = prepare(embeddings, normalize).transpose(0, 1).reshape(views * batch, -1)  # (VB, d)
+    if labels is None:
+        labels = torch.arange(batch, device=z.device)  # SimCLR: positives = other views
+    row_labels = labels.repeat(views) if labels.ndim == 1 else labels.repeat(views, 1)
+    anchors = z if contrast_mode == "all" else z[:batch]  # (A, d)
+    num_anchors = anchors.shape[0]
+    positions = torch.arange(views * batch, device=z.device)
+    pairs = Pairs(
+        row_ids=positions[:num_anchors],  # anchor i sits at column i: self-pair excluded
+        col_ids=positions,
+        row_labels=row_labels[:num_anchors],
+        col_labels=row_labels,
+    )
+    stats = pairwise_lse(
+        scale_by_temperature(anchors, temperature), z, pairs, chunk_size=chunk_size
+    ).rows
+    assert stats is not None and stats.weighted_sum is not None and stats.weight_total is not None
+    num_pos = stats.weight_total  # (A,) |P(i)|
+    has_positive = num_pos > 0
+    mean_pos_logit = stats.weighted_sum / num_pos.clamp(min=1)  # (A,) mean_p s_ip
+    losses = torch.where(has_positive, stats.lse - mean_pos_logit, torch.zeros_like(num_pos))
+    if check_values and not bool(has_positive.any()):
+        raise ValueError(
+            "labels: no anchor has a positive (every label is unique and there is one view); "
+            "SupCon needs at least two rows with the same label or several views"
+        )
+    if base_temperature is not None:
+        tau = temperature if isinstance(temperature, float) else temperature.detach()
+        losses = losses * (tau / base_temperature)
+    return losses, has_positive
+
+
+def supcon(
+    embeddings: Tensor,
+    labels: Tensor | None = None,
+    *,
+    temperature: float | Tensor = 0.07,
+    base_temperature: float | None = None,
+    contrast_mode: ContrastMode = "all",
+    normalize: bool = True,
+    reduction: Reduction = "mean",
+    chunk_size: int | None = None,
+    check_values: bool = True,
+) -> Tensor:
+    """Supervised contrastive loss ``L_sup_out``.
+
+    Anchors are the views ``z_i`` (all of them, or view 0 with ``contrast_mode='one'``);
+    ``P(i)`` are the other views with a shared label, ``A(i)`` all views except ``i``::
+
+        ℓ_i = -(τ / τ_base) · (1/|P(i)|) Σ_{p ∈ P(i)} log( exp(s_ip) / Σ_{k ∈ A(i)} exp(s_ik) )
+
+    with ``s_ik = <z_i, z_k> / τ``. The other positives **are** in the denominator.
+    Anchors without any positive are excluded from the mean (and counted by
+    :class:`SupConLoss`); a batch without any positive raises ``ValueError`` (when
+    ``check_values``; it needs a host sync).
+
+    Reduction: mean over anchors that have a positive. ``'none'`` returns ``(num_anchors,)``
+    in views-major order (view 0 of every sample, then view 1, ...), 0 for anchors without a
+    positive.
+
+    Defaults (SupContrast): ``τ = 0.07``; ``base_temperature=None`` means ``τ_base = τ`` (no
+    rescaling). SupContrast's ``base_temperature=0.07`` multiplies the loss by ``τ / 0.07``.
+
+    Args:
+        embeddings: ``(B, d)`` or ``(B, V, d)`` (V views per sample).
+        labels: ``(B,)`` int class ids, ``(B, L)`` 0/1 multi-labels (positives share ≥ 1 label),
+            or None (positives are the other views of the same sample: SimCLR).
+        temperature: ``τ`` > 0.
+        base_temperature: ``τ_base`` of the ``τ / τ_base`` factor (None: no factor).
+        contrast_mode: ``'all'`` (every view is an anchor) or ``'one'`` (view 0 only).
+        normalize: L2-normalise first.
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
+        chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        check_values: check NaN/inf and that some positive exists (host syncs).
+
+    Returns:
+        Scalar loss, or ``(num_anchors,)`` with ``reduction='none'``.
+
+    Raises:
+        ValueError: on bad shapes/labels, non-finite values, τ ≤ 0, or no positive at all.
+
+    Peers: equals SupContrast ``SupConLoss(temperature, base_temperature=τ_base)`` when every
+    anchor has a positive (SupContrast also averages in anchors without positives, as 0);
+    pytorch-metric-learning ``SupConLoss(temperature)`` on ``(B·V, d)`` with repeated labels
+    (no ``τ/τ_base`` factor; it averages over anchors with a non-zero loss).
+
+    Examples:
+        >>> views = torch.randn(8, 2, 16)
+        >>> labels = torch.tensor([0, 1, 0, 1, 2, 2, 3, 3])
+        >>> loss = supcon(views, labels)
+    """
+    check_reduction(reduction)
+    losses, has_positive = supcon_per_anchor(
+        embeddings,
+        labels,
+        temperature=temperature,
+        base_temperature=base_temperature,
+        contrast_mode=contrast_mode,
+        normalize=normalize,
+        chunk_size=chunk_size,
+        check_values=check_values,
+    )
+    if reduction == "mean":
+        return losses.sum() / has_positive.sum().clamp(min=1)
+    return reduce(losses, reduction)
+
+
+class SupConLoss(nn.Module):
+    """Module wrapper of :func:`supcon`.
+
+    Inputs: ``forward(embeddings, labels=None)`` with ``(B, d)`` or ``(B, V, d)`` embeddings
+    and ``(B,)`` / ``(B, L)`` labels. Use it when class labels (or multi-labels) define the
+    positives; with ``labels=None`` and 2 views it is :class:`NTXentLoss`.
+
+    Attributes:
+        anchors_without_positive: buffer, the number of anchors of the last batch that had no
+            positive (excluded from the mean). Reading it costs a sync; the loss does not.
+
+    Examples:
+        >>> loss_fn = SupConLoss(temperature=0.07)
+        >>> loss = loss_fn(torch.randn(8, 2, 16), torch.tensor([0, 1, 0, 1, 2, 2, 3, 3]))
+    """
+
+    anchors_without_positive: Tensor
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        base_temperature: float | None = None,
+        contrast_mode: ContrastMode = "all",
+        normalize: bool = True,
+        reduction: Reduction = "mean",
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        validate_temperature(temperature)
+        if base_temperature is not None:
+            check_positive(base_temperature, "base_temperature")
+        if contrast_mode not in ("all", "one"):
+            raise ValueError(f"contrast_mode must be 'all' or 'one', got {contrast_mode!r}")
+        check_reduction(reduction)
+        self.temperature = temperature
+        self.base_temperature = base_temperature
+        self.contrast_mode: ContrastMode = contrast_mode
+        self.normalize = normalize
+        self.reduction: Reduction = reduction
+        self.chunk_size = chunk_size
+        self.register_buffer(
+            "anchors_without_positive", torch.zeros((), dtype=torch.long), persistent=False
+        )
+
+    def forward(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Loss of ``(B, d)`` / ``(B, V, d)`` embeddings with ``(B,)`` / ``(B, L)`` labels."""
+        losses, has_positive = supcon_per_anchor(
+            embeddings,
+            labels,
+            temperature=self.temperature,
+            base_temperature=self.base_temperature,
+            contrast_mode=self.contrast_mode,
+            normalize=self.normalize,
+            chunk_size=self.chunk_size,
+        )
+        self.anchors_without_positive.copy_((~has_positive).sum())
+        if self.reduction == "mean":
+            return losses.sum() / has_positive.sum().clamp(min=1)
+        return reduce(losses, self.reduction)
