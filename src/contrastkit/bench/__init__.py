@@ -1,0 +1,1 @@
+"""Side-by-side speed and memory benchmarks of contrastkit against its peers."""
