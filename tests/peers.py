@@ -9,63 +9,18 @@ torchvision: lightly and open_clip import it at import time. The only torchvisio
 built against CUDA torch; beside the CPU torch its C extension does not load and the import
 dies in `torchvision._meta_registrations` ("operator torchvision::nms does not exist"). The
 install script therefore puts torchvision in `<venv>/peer-torchvision` (off sys.path, so it
-cannot break `import torchvision` elsewhere), and `_ensure_torchvision` adds that directory to
-sys.path and registers an empty `torchvision._meta_registrations` (it only registers Meta
+cannot break `import torchvision` elsewhere), and `contrastkit.bench.peers` adds that directory
+to sys.path and registers an empty `torchvision._meta_registrations` (it only registers Meta
 kernels for torchvision's detection operators, which no loss uses) before importing it.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import importlib.util
-import sys
 import types
-from pathlib import Path
 
-# distribution name -> (pinned version, module holding the loss code)
-PEERS: dict[str, tuple[str, str]] = {
-    "pytorch-metric-learning": ("2.9.0", "pytorch_metric_learning.losses"),
-    "lightly": ("1.6.0", "lightly.loss"),
-    "open-clip-torch": ("3.3.0", "open_clip.loss"),
-    "info-nce-pytorch": ("0.1.4", "info_nce"),
-    "libauc": ("2.0.1", "libauc.losses.contrastive"),
-    "symile": ("0.1.0", "symile"),
-    "diffsort": ("0.2.0", "diffsort"),
-}
-NEEDS_TORCHVISION = {"lightly", "open-clip-torch"}
-TORCHVISION_DIR = Path(sys.prefix) / "peer-torchvision"
+from contrastkit.bench.peers import PEERS, import_peer, installed_version
 
-
-def _ensure_torchvision() -> None:
-    if "torchvision" in sys.modules:
-        return
-    if importlib.util.find_spec("torchvision") is None and TORCHVISION_DIR.is_dir():
-        # Appended, never prepended: it must not shadow anything installed normally.
-        sys.path.append(str(TORCHVISION_DIR))
-    if importlib.util.find_spec("torchvision") is None:
-        raise ImportError(
-            f"torchvision is not installed (looked in sys.path and {TORCHVISION_DIR}); "
-            "run `bash scripts/install_peers.sh .venv/bin/python`"
-        )
-    name = "torchvision._meta_registrations"
-    sys.modules.setdefault(name, types.ModuleType(name))
-    importlib.import_module("torchvision")
-
-
-def import_peer(dist: str) -> types.ModuleType:
-    """Import the loss module of peer distribution `dist`; raise on any failure."""
-    _version, module = PEERS[dist]
-    if dist in NEEDS_TORCHVISION:
-        _ensure_torchvision()
-    return importlib.import_module(module)
-
-
-def installed_version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+__all__ = ["PEERS", "import_peer", "installed_version"]
 
 
 def _load(dist: str) -> types.ModuleType:

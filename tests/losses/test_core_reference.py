@@ -366,3 +366,56 @@ def test_half_precision_inputs_return_fp32_close_to_fp64():
             # fp16/bf16 rounding of the inputs only: a loose, dtype-aware tolerance
             tol = 0.02 if dtype == torch.bfloat16 else 0.005
             torch.testing.assert_close(got.double(), fn(a, b), rtol=tol, atol=tol)
+
+
+def ref_debiased_nt_xent(a, b, t, tau_plus, beta):
+    """Chuang et al. / Robinson et al. reference code semantics, written as loops."""
+    n = a.shape[0]
+    z = _unit(torch.cat([a, b]))
+    losses = []
+    for i in range(2 * n):
+        p = (i + n) % (2 * n)
+        pos = torch.exp((z[i] @ z[p]) / t)
+        negs = [torch.exp((z[i] @ z[k]) / t) for k in range(2 * n) if k not in (i, p)]
+        big_n = len(negs)
+        if beta == 0:
+            reweight = sum(negs)
+        else:
+            imp = [torch.exp(beta * (z[i] @ z[k]) / t) for k in range(2 * n) if k not in (i, p)]
+            reweight = sum(m * g for m, g in zip(imp, negs, strict=True)) / (sum(imp) / big_n)
+        ng = (-tau_plus * big_n * pos + reweight) / (1 - tau_plus)
+        ng = torch.clamp(ng, min=big_n * math.exp(-1 / t))
+        losses.append(-torch.log(pos / (pos + ng)))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("tau_plus,beta", [(0.1, 0.0), (0.0, 1.0), (0.1, 1.0), (0.3, 0.5)])
+def test_debiased_and_hard_negative_nt_xent_match_reference(tau_plus, beta):
+    a, b = _randn(6, 4, seed=40), _randn(6, 4, seed=41)
+    _check(
+        lambda a, b, chunk_size: ck.nt_xent(
+            a, b, temperature=0.5, debias_prior=tau_plus, hardness=beta, chunk_size=chunk_size
+        ),
+        lambda a, b: ref_debiased_nt_xent(a, b, 0.5, tau_plus, beta),
+        [a, b],
+    )
+
+
+def test_debiased_clamp_is_active_for_large_prior():
+    # τ⁺ close to 1 drives (R - τ⁺·N·pos) below the floor N·e^{-1/t}: the clamp must hold.
+    a = _randn(5, 3, seed=42)
+    b = a + 0.01 * _randn(5, 3, seed=43)  # strong positives
+    got = ck.nt_xent(a, b, temperature=0.5, debias_prior=0.9)
+    torch.testing.assert_close(got, ref_debiased_nt_xent(a, b, 0.5, 0.9, 0.0))
+    assert torch.isfinite(got)
+
+
+def test_zero_prior_and_hardness_is_plain_nt_xent():
+    a, b = _randn(6, 4, seed=44), _randn(6, 4, seed=45)
+    torch.testing.assert_close(
+        ck.nt_xent(a, b, debias_prior=0.0, hardness=0.0), ref_nt_xent(a, b, 0.5)
+    )
+    with pytest.raises(ValueError, match="debias_prior"):
+        ck.nt_xent(a, b, debias_prior=1.0)
+    with pytest.raises(ValueError, match="hardness"):
+        ck.nt_xent(a, b, hardness=-1.0)

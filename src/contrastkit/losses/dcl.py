@@ -66,7 +66,7 @@ def dcl(
         b: ``(B, d)`` second views, row-aligned.
         temperature: ``τ`` > 0. Default 0.1 (lightly).
         positive_weight_fn: ``(a, b) -> (B,)`` weights of the positive term, applied to the
-            normalised views (None: weight 1).
+            normalised views (None: weight 1). Called once; the weights serve both directions.
         positive_ids: ``(B,)`` ids; same-id samples are not negatives of each other.
         normalize: L2-normalise first.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
@@ -79,7 +79,9 @@ def dcl(
     Raises:
         ValueError: on mismatched shapes, B < 2, non-finite values, τ ≤ 0, bad reduction.
 
-    Peers: equals lightly ``DCLLoss(temperature)`` / ``DCLWLoss(temperature, sigma)``.
+    Peers: equals lightly ``DCLLoss(temperature, weight_fn)`` / ``DCLWLoss(temperature,
+    sigma)``; lightly calls ``weight_fn(b, a)`` for the b→a direction, so custom weight
+    functions match only when symmetric (von Mises–Fisher weights are).
 
     Examples:
         >>> loss = dcl(torch.randn(8, 16), torch.randn(8, 16), temperature=0.1)

@@ -71,9 +71,9 @@ def info_nce(
         ValueError: on mismatched shapes, fewer than 2 rows without extra negatives, non-finite
             values, a temperature ≤ 0 or a bad reduction.
 
-    Peers: equals info-nce-pytorch ``InfoNCE`` (its ``negative_mode='unpaired'`` ⇔ shared
-    ``negatives``; ``'paired'`` ⇔ per-anchor ``negatives``), which always contrasts against the
-    other in-batch positives too; equals open_clip ``ClipLoss`` with ``symmetric=True`` and
+    Peers: equals info-nce-pytorch ``InfoNCE`` without extra negatives. With ``negative_keys``
+    that package contrasts against those keys *only*; here the other in-batch positives stay
+    negatives too (pass ``positive_ids=torch.zeros(B)`` to drop them and match it). Equals open_clip ``ClipLoss`` with ``symmetric=True`` and
     ``temperature = 1 / logit_scale``; sentence-transformers' ``MultipleNegativesRankingLoss``
     with ``scale = 1 / temperature``.
 

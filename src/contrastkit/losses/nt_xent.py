@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from contrastkit._checks import Reduction, check_embeddings, check_pair, check_reduction, reduce
 from contrastkit.engine import Pairs, pairwise_lse, safe_logaddexp
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+from contrastkit.losses._debias import check_debias_options, debiased_negative_lse
 
 
 def nt_xent(
@@ -21,12 +22,14 @@ def nt_xent(
     *,
     temperature: float | Tensor = 0.5,
     positive_ids: Tensor | None = None,
+    debias_prior: float = 0.0,
+    hardness: float = 0.0,
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
     check_values: bool = True,
 ) -> Tensor:
-    """NT-Xent over the ``2B`` views ``z = [a; b]``.
+    """NT-Xent over the ``2B`` views ``z = [a; b]``, optionally debiased / hardness-weighted.
 
     For each of the ``2B`` anchors ``z_i`` with partner ``z_{p(i)}`` (the other view of the same
     sample) and ``s_ik = <z_i, z_k> / τ``::
@@ -35,6 +38,12 @@ def nt_xent(
 
     The denominator runs over the ``2B - 1`` other views (self masked): the positive **is** in
     it. ``D(i)`` are declared duplicates (same ``positive_ids``, other sample), left out.
+
+    Debiased and hard-negative variants (Chuang et al. 2020; Robinson et al. 2021) replace the
+    negative sum by ``N_g = max((R - τ⁺·N·exp(s_pos)) / (1 - τ⁺), N·e^{-1/τ})`` with
+    ``R = Σ_j exp(s_ij)`` (debiased) or its hardness-reweighted form
+    ``R = Σ_j exp((1+β) s_ij) / mean_j exp(β s_ij)`` (HCL): ``ℓ_i = -log(pos / (pos + N_g))``.
+    ``debias_prior = hardness = 0`` is plain NT-Xent. See :mod:`contrastkit.losses._debias`.
 
     Reduction: mean over the ``2B`` anchors, i.e. the *mean* of the two view directions
     (lightly, pytorch-metric-learning). SimCLR's TF code returns their *sum* (2× this value).
@@ -48,6 +57,9 @@ def nt_xent(
         temperature: ``τ`` > 0, float or scalar tensor.
         positive_ids: ``(B,)`` sample ids; views of other samples with the same id are not
             negatives.
+        debias_prior: τ⁺ ∈ [0, 1), the prior probability that a negative shares the anchor's
+            class (Chuang et al.: 0.1). 0 disables debiasing.
+        hardness: β ≥ 0, concentration on hard negatives (Robinson et al.: 1.0). 0 disables.
         normalize: L2-normalise first (SimCLR's ``hidden_norm=True``).
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
@@ -70,6 +82,7 @@ def nt_xent(
     check_embeddings(b, "b", check_finite=check_values)
     check_pair(a, b)
     check_reduction(reduction)
+    check_debias_options(debias_prior, hardness)
     if check_values:
         validate_temperature(temperature)
     batch = a.shape[0]
@@ -87,9 +100,26 @@ def nt_xent(
     # Self, partner and duplicates share an id: all leave the sum, the positive is added back.
     ids = positive_ids if positive_ids is not None else torch.arange(batch, device=a.device)
     ids = ids.repeat(2)  # (2B,)
-    stats = pairwise_lse(queries, z, Pairs(row_ids=ids, col_ids=ids), chunk_size=chunk_size)
+    negatives_only = Pairs(row_ids=ids, col_ids=ids)
+    stats = pairwise_lse(queries, z, negatives_only, chunk_size=chunk_size)
     assert stats.rows is not None
-    losses = safe_logaddexp(stats.rows.lse, positive) - positive  # (2B,)
+    negative_lse = stats.rows.lse  # (2B,) log Σ_negatives exp(s_ik)
+    if debias_prior or hardness:
+        _, group, group_size = torch.unique(ids, return_inverse=True, return_counts=True)
+        num_negatives = 2 * batch - group_size[group]  # views of other groups
+        negative_lse = debiased_negative_lse(
+            queries,
+            z,
+            negatives_only,
+            negative_lse,
+            positive,
+            num_negatives,
+            1.0 / temperature,
+            debias_prior=debias_prior,
+            hardness=hardness,
+            chunk_size=chunk_size,
+        )
+    losses = safe_logaddexp(negative_lse, positive) - positive  # (2B,)
     return reduce(losses, reduction)
 
 
@@ -101,6 +131,9 @@ class NTXentLoss(nn.Module):
     :class:`InfoNCELoss` it also contrasts views *within* ``a`` and within ``b`` (``2B - 2``
     negatives instead of ``B - 1``); :class:`DCLLoss` drops the positive from the denominator.
 
+    ``debias_prior`` / ``hardness`` turn it into the debiased (DCL of Chuang et al.) and
+    hard-negative (HCL) losses.
+
     Examples:
         >>> loss_fn = NTXentLoss(temperature=0.5)
         >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
@@ -109,14 +142,19 @@ class NTXentLoss(nn.Module):
     def __init__(
         self,
         temperature: float = 0.5,
+        debias_prior: float = 0.0,
+        hardness: float = 0.0,
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         validate_temperature(temperature)
+        check_debias_options(debias_prior, hardness)
         check_reduction(reduction)
         self.temperature = temperature
+        self.debias_prior = debias_prior
+        self.hardness = hardness
         self.normalize = normalize
         self.reduction: Reduction = reduction
         self.chunk_size = chunk_size
@@ -128,6 +166,8 @@ class NTXentLoss(nn.Module):
             b,
             temperature=self.temperature,
             positive_ids=positive_ids,
+            debias_prior=self.debias_prior,
+            hardness=self.hardness,
             normalize=self.normalize,
             reduction=self.reduction,
             chunk_size=self.chunk_size,

@@ -1,0 +1,319 @@
+"""Alignment and uniformity losses on the hypersphere (Wang & Isola, ICML 2020).
+
+``alignment_loss`` pulls positive pairs together, ``uniformity_loss`` spreads a batch over the
+sphere (log of the mean Gaussian potential over all unordered pairs), and ``AlignUniformLoss``
+combines them as in the reference training script::
+
+    L = align_weight · align(a, b; α) + unif_weight · (unif(a; t) + unif(b; t)) / 2
+
+Uniformity is computed in row tiles with an online log-sum-exp and a backward pass that recomputes
+each tile, so its extra memory is ``O(B·d + chunk_size·B)``, never ``O(B²)`` at once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from contrastkit._checks import (
+    check_embeddings,
+    check_pair,
+    check_positive,
+    check_reduction,
+    reduce,
+)
+
+#: Automatic uniformity tile: at most this many pair entries per tile (16 MiB in fp32).
+_TILE_ELEMENTS = 1 << 22
+
+
+def _prepare(x: Tensor, normalize: bool) -> Tensor:
+    """Upcast fp16/bf16 to fp32 and optionally L2-normalise rows."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    return F.normalize(x, dim=-1) if normalize else x
+
+
+def _check_chunk_size(chunk_size: int | None) -> None:
+    if chunk_size is None:
+        return
+    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+
+
+def alignment_loss(
+    a: Tensor,
+    b: Tensor,
+    alpha: float = 2.0,
+    *,
+    normalize: bool = True,
+    reduction: str = "mean",
+    check_values: bool = True,
+) -> Tensor:
+    r"""Alignment loss: mean distance between positive pairs raised to the power ``alpha``.
+
+    .. math::
+        \mathcal{L}_\text{align} = \frac{1}{B} \sum_i \lVert a_i - b_i \rVert_2^{\alpha}
+
+    No negatives are involved (there is no denominator). Defaults follow Wang & Isola (2020),
+    ``alpha=2``. The reference functions (``SsnL/align_uniform``) expect already-normalised inputs;
+    ``normalize=True`` (the default here, as in lightly's ``HypersphereLoss``) normalises inside,
+    ``normalize=False`` reproduces the reference on raw inputs.
+
+    Args:
+        a: ``(B, d)`` first view; row ``i`` is paired with row ``i`` of ``b``.
+        b: ``(B, d)`` second view.
+        alpha: Power applied to the Euclidean distance, ``> 0``.
+        normalize: L2-normalise ``a`` and ``b`` first.
+        reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (``(B,)`` one value per pair).
+        check_values: Check for NaN/inf (one host sync).
+
+    Returns:
+        The loss, in fp32 for fp16/bf16 inputs.
+
+    Raises:
+        ValueError: On bad shapes or dtypes, non-finite values, or ``alpha <= 0``.
+
+    Example:
+        >>> a, b = torch.randn(8, 16), torch.randn(8, 16)
+        >>> alignment_loss(a, b).shape
+        torch.Size([])
+    """
+    check_embeddings(a, "a", check_finite=check_values)
+    check_embeddings(b, "b", check_finite=check_values)
+    check_pair(a, b)
+    check_positive(alpha, "alpha")
+    check_reduction(reduction)
+    a, b = _prepare(a, normalize), _prepare(b, normalize)
+    diff = a - b  # (B, d)
+    if alpha == 2:
+        # Squared norm without the square root: smooth (and finite) at a_i == b_i.
+        per_pair = diff.pow(2).sum(dim=-1)  # (B,)
+    else:
+        per_pair = torch.linalg.vector_norm(diff, dim=-1).pow(alpha)  # (B,)
+    return reduce(per_pair, reduction)
+
+
+class _PairwiseGaussianLSE(torch.autograd.Function):
+    """``log Σ_{i<j} exp(-t ‖x_i - x_j‖²)`` in row tiles, recomputed in backward."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, t: float, chunk: int) -> Tensor:
+        n = x.shape[0]
+        sq = x.pow(2).sum(dim=-1)  # (B,)
+        run_max = torch.full((), float("-inf"), dtype=x.dtype, device=x.device)
+        run_sum = torch.zeros((), dtype=x.dtype, device=x.device)
+        for r0 in range(0, n - 1, chunk):
+            logits = _tile_logits(x, sq, t, r0, min(r0 + chunk, n))  # (c, B - r0)
+            new_max = torch.maximum(run_max, logits.max())
+            run_sum = run_sum * torch.exp(run_max - new_max) + torch.exp(logits - new_max).sum()
+            run_max = new_max
+        lse = run_max + torch.log(run_sum)
+        ctx.save_for_backward(x, sq, lse)
+        ctx.t = t
+        ctx.chunk = chunk
+        return lse
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None]:
+        x, sq, lse = ctx.saved_tensors
+        t: float = ctx.t
+        chunk: int = ctx.chunk
+        n = x.shape[0]
+        grad = torch.zeros_like(x)
+        # d lse / d x_i = -2t Σ_{j} W_ij (x_i - x_j), W_ij = exp(logit_ij - lse) on pairs i<j,
+        # applied to both endpoints of each pair.
+        for r0 in range(0, n - 1, chunk):
+            r1 = min(r0 + chunk, n)
+            w = torch.exp(_tile_logits(x, sq, t, r0, r1) - lse)  # (c, B - r0); 0 off-pairs
+            xi, xj = x[r0:r1], x[r0:]
+            grad[r0:r1] += w.sum(dim=1, keepdim=True) * xi - w @ xj
+            grad[r0:] += w.sum(dim=0).unsqueeze(1) * xj - w.t() @ xi
+        return grad * (-2.0 * t) * grad_out, None, None
+
+
+def _tile_logits(x: Tensor, sq: Tensor, t: float, r0: int, r1: int) -> Tensor:
+    """Logits ``-t‖x_i - x_j‖²``, rows ``r0:r1``, columns ``r0:``; ``-inf`` where ``j <= i``."""
+    xi = x[r0:r1]  # (c, d)
+    xj = x[r0:]  # (B - r0, d)
+    d2 = (sq[r0:r1, None] + sq[None, r0:] - 2.0 * (xi @ xj.t())).clamp_min(0.0)  # (c, B - r0)
+    rows = torch.arange(r0, r1, device=x.device)[:, None]
+    cols = torch.arange(r0, x.shape[0], device=x.device)[None, :]
+    return (-t * d2).masked_fill(cols <= rows, float("-inf"))
+
+
+def uniformity_loss(
+    x: Tensor,
+    t: float = 2.0,
+    *,
+    normalize: bool = True,
+    chunk_size: int | None = None,
+    check_values: bool = True,
+) -> Tensor:
+    r"""Uniformity loss: log of the mean Gaussian potential over all unordered pairs.
+
+    .. math::
+        \mathcal{L}_\text{uniform} = \log \frac{2}{B(B-1)}
+            \sum_{i<j} e^{-t \lVert x_i - x_j \rVert_2^2}
+
+    Exactly ``torch.pdist(x).pow(2).mul(-t).exp().mean().log()`` of the reference code: unordered
+    pairs ``i < j`` only, no diagonal. It is a batch-level quantity, so there is no ``reduction``
+    (departure from the conventions). Default ``t=2`` (Wang & Isola 2020); lightly's
+    ``HypersphereLoss`` defaults to ``t=1`` with the same formula.
+
+    Memory: row tiles of ``chunk_size × B`` with an online log-sum-exp; the backward recomputes
+    tiles, so extra memory is ``O(B·d + chunk_size·B)``. Time is ``O(B²·d)`` (half of the
+    ordered-pair work: only columns ``j >= tile start`` are computed).
+
+    Args:
+        x: ``(B, d)`` embeddings, ``B >= 2``.
+        t: Gaussian potential scale, ``> 0``.
+        normalize: L2-normalise rows first (the reference expects normalised inputs).
+        chunk_size: Rows per tile; ``None`` picks ``2**22 // B`` rows (at least 1).
+        check_values: Check for NaN/inf (one host sync).
+
+    Returns:
+        Scalar loss (fp32 for fp16/bf16 inputs). ``≤ 0``; ``-4t`` at best on the unit sphere.
+
+    Raises:
+        ValueError: On bad shapes or dtypes, non-finite values, ``B < 2``, ``t <= 0`` or a bad
+            ``chunk_size``.
+
+    Example:
+        >>> uniformity_loss(torch.randn(32, 8)).item() < 0
+        True
+    """
+    check_embeddings(x, "x", min_rows=2, check_finite=check_values)
+    check_positive(t, "t")
+    _check_chunk_size(chunk_size)
+    x = _prepare(x, normalize)
+    n = x.shape[0]
+    chunk = chunk_size if chunk_size is not None else max(1, _TILE_ELEMENTS // n)
+    lse: Tensor = _PairwiseGaussianLSE.apply(x, float(t), chunk)  # type: ignore[no-untyped-call]
+    return lse - math.log(n * (n - 1) / 2)
+
+
+def align_uniform_loss(
+    a: Tensor,
+    b: Tensor,
+    *,
+    align_weight: float = 1.0,
+    unif_weight: float = 1.0,
+    alpha: float = 2.0,
+    t: float = 2.0,
+    normalize: bool = True,
+    chunk_size: int | None = None,
+    check_values: bool = True,
+) -> Tensor:
+    r"""Combined objective of Wang & Isola's training script.
+
+    .. math::
+        \mathcal{L} = w_a\,\mathcal{L}_\text{align}(a, b; \alpha)
+            + w_u\,\tfrac{1}{2}\big(\mathcal{L}_\text{uniform}(a; t)
+            + \mathcal{L}_\text{uniform}(b; t)\big)
+
+    The uniformity of the two views is averaged, not computed on their concatenation. Alignment
+    uses ``reduction='mean'``. Defaults ``align_weight = unif_weight = 1, alpha = t = 2``
+    (``SsnL/align_uniform`` ``examples/stl10/main.py``).
+
+    lightly's ``HypersphereLoss(t, lam, alpha)`` equals this with ``align_weight=1``,
+    ``unif_weight=lam``, the same ``t`` and ``alpha`` and ``normalize=True``; its defaults
+    (``t=1.0``) differ from the paper's, so pass ``t=1.0`` here (or ``t=2.0`` there) to compare.
+
+    Args:
+        a: ``(B, d)`` first view, ``B >= 2``.
+        b: ``(B, d)`` second view.
+        align_weight: Weight of the alignment term, ``>= 0``.
+        unif_weight: Weight of the uniformity term, ``>= 0``.
+        alpha: Alignment power, ``> 0``.
+        t: Uniformity scale, ``> 0``.
+        normalize: L2-normalise inputs first.
+        chunk_size: Uniformity row tile (see :func:`uniformity_loss`).
+        check_values: Check for NaN/inf (one host sync).
+
+    Returns:
+        Scalar loss.
+
+    Raises:
+        ValueError: On bad inputs or hyper-parameters (naming the argument).
+
+    Example:
+        >>> a, b = torch.randn(8, 16), torch.randn(8, 16)
+        >>> align_uniform_loss(a, b).shape
+        torch.Size([])
+    """
+    _check_weight(align_weight, "align_weight")
+    _check_weight(unif_weight, "unif_weight")
+    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
+    check_embeddings(b, "b", min_rows=2, check_finite=check_values)
+    check_pair(a, b)
+    align = alignment_loss(a, b, alpha, normalize=normalize, check_values=False)
+    unif_a = uniformity_loss(a, t, normalize=normalize, chunk_size=chunk_size, check_values=False)
+    unif_b = uniformity_loss(b, t, normalize=normalize, chunk_size=chunk_size, check_values=False)
+    return align_weight * align + unif_weight * (unif_a + unif_b) / 2
+
+
+def _check_weight(value: float, name: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+
+
+class AlignUniformLoss(nn.Module):
+    """Alignment + uniformity loss of Wang & Isola (2020); wraps :func:`align_uniform_loss`.
+
+    ``L = align_weight·align(a, b; alpha) + unif_weight·(unif(a; t) + unif(b; t))/2``; see the
+    function for the formula, memory and the conversion from lightly's ``HypersphereLoss``
+    (``HypersphereLoss(t=1.0, lam=1.0)`` == ``AlignUniformLoss(t=1.0)``).
+
+    Reference: T. Wang and P. Isola, "Understanding Contrastive Representation Learning through
+    Alignment and Uniformity on the Hypersphere", ICML 2020. https://arxiv.org/abs/2005.10242
+
+    Example:
+        >>> loss_fn = AlignUniformLoss()
+        >>> a, b = torch.randn(8, 16), torch.randn(8, 16)
+        >>> loss = loss_fn(a, b)
+    """
+
+    def __init__(
+        self,
+        align_weight: float = 1.0,
+        unif_weight: float = 1.0,
+        alpha: float = 2.0,
+        t: float = 2.0,
+        normalize: bool = True,
+        chunk_size: int | None = None,
+        check_values: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_weight(align_weight, "align_weight")
+        _check_weight(unif_weight, "unif_weight")
+        check_positive(alpha, "alpha")
+        check_positive(t, "t")
+        _check_chunk_size(chunk_size)
+        self.align_weight = align_weight
+        self.unif_weight = unif_weight
+        self.alpha = alpha
+        self.t = t
+        self.normalize = normalize
+        self.chunk_size = chunk_size
+        self.check_values = check_values
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """Compute the loss for two ``(B, d)`` views whose rows are paired."""
+        return align_uniform_loss(
+            a,  # (B, d)
+            b,  # (B, d)
+            align_weight=self.align_weight,
+            unif_weight=self.unif_weight,
+            alpha=self.alpha,
+            t=self.t,
+            normalize=self.normalize,
+            chunk_size=self.chunk_size,
+            check_values=self.check_values,
+        )
