@@ -219,3 +219,14 @@ def test_negative_control_different_candidates_give_different_gradient():
         grads.append(a.grad.clone())
         a.grad = None
     assert not torch.allclose(grads[0], grads[1])
+
+
+def test_pair_weights_with_gradient_are_refused_on_both_paths():
+    keys = torch.randn(4, 3, requires_grad=True)
+    pairs = Pairs(row_keys=keys, col_keys=keys)
+    for chunk in (None, 2):
+        with pytest.raises(ValueError, match="must not require grad"):
+            pairwise_lse(torch.randn(4, 2), torch.randn(4, 2), pairs, chunk_size=chunk)
+    # detached keys are fine
+    pairs = Pairs(row_keys=keys.detach(), col_keys=keys.detach())
+    assert pairwise_lse(torch.randn(4, 2), torch.randn(4, 2), pairs).rows is not None

@@ -120,7 +120,10 @@ def test_tiled_equals_dense_and_float_labels():
 
 
 def test_positive_block_chunking(monkeypatch):
-    import contrastkit.losses.supremix as mod
+    import importlib
+
+    # the package re-exports the function `supremix`, which shadows the submodule attribute
+    mod = importlib.import_module("contrastkit.losses.supremix")
 
     emb, lam = _batch(seed=2)
     full = supremix(emb, LABELS, negative_lambdas=lam)

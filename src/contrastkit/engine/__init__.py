@@ -14,6 +14,7 @@ from contrastkit.engine.lse import (
     safe_logsumexp,
 )
 from contrastkit.engine.pairs import PairRule, Pairs, TilePairs, apply_tile, shifted_cosine
+from contrastkit.engine.potential import log_mean_gaussian_potential
 
 __all__ = [
     "DEFAULT_TILE",
@@ -24,6 +25,7 @@ __all__ = [
     "SideStats",
     "TilePairs",
     "apply_tile",
+    "log_mean_gaussian_potential",
     "pairwise_lse",
     "safe_logaddexp",
     "safe_logsumexp",

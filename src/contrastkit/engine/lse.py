@@ -112,6 +112,14 @@ def pairwise_lse(
         )
     if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if pairs is not None and torch.is_grad_enabled():
+        probe = pairs.tile(slice(0, 1), slice(0, 1))
+        if any(x is not None and x.requires_grad for x in (probe.weight, probe.log_weight)):
+            raise ValueError(
+                "pairs: weights and log-weights must not require grad — the tiled backward "
+                "treats them as constants; detach them (or compute learned weights outside "
+                "the engine)"
+            )
     a, c = _accumulation_dtype(anchors), _accumulation_dtype(candidates)
     n, m = a.shape[0], c.shape[0]
     if chunk_size is None and n * m <= DENSE_MAX_PAIRS:
@@ -131,9 +139,9 @@ def safe_logsumexp(x: Tensor, dim: int) -> Tensor:
     peak = x.detach().amax(dim, keepdim=True)
     peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
     total = torch.exp(x - peak).sum(dim)
-    found = total > 0
-    logged = torch.log(torch.where(found, total, torch.ones_like(total))) + peak.squeeze(dim)
-    return torch.where(found, logged, torch.full_like(logged, _NEG_INF))
+    empty = total == 0  # NaN totals are not "empty": NaN propagates, never a silent -inf
+    logged = torch.log(torch.where(empty, torch.ones_like(total), total)) + peak.squeeze(dim)
+    return torch.where(empty, torch.full_like(logged, _NEG_INF), logged)
 
 
 def safe_logaddexp(x: Tensor, y: Tensor) -> Tensor:
@@ -159,8 +167,11 @@ def _dense(a: Tensor, c: Tensor, pairs: PairRule | None, rows: bool, columns: bo
     weight = tile.weight
     weighted_logits = logits * weight if weight is not None else None
 
+    # Without exclusions no slice is all -inf, and torch's fused logsumexp is faster.
+    lse_fn = torch.logsumexp if tile.exclude is None else safe_logsumexp
+
     def side(dim: int) -> SideStats:
-        lse = safe_logsumexp(counted, dim)
+        lse = lse_fn(counted, dim)
         if weight is None or weighted_logits is None:
             return SideStats(lse)
         return SideStats(lse, weighted_logits.sum(dim), weight.sum(dim))

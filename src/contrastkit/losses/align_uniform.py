@@ -6,14 +6,13 @@ combines them as in the reference training script::
 
     L = align_weight · align(a, b; α) + unif_weight · (unif(a; t) + unif(b; t)) / 2
 
-Uniformity is computed in row tiles with an online log-sum-exp and a backward pass that recomputes
-each tile, so its extra memory is ``O(B·d + chunk_size·B)``, never ``O(B²)`` at once.
+Uniformity runs on the similarity engine (see :func:`log_mean_gaussian_potential`), so its extra
+memory is ``O(B·d)`` on the tiled path, never ``O(B²)``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,9 +25,7 @@ from contrastkit._checks import (
     check_reduction,
     reduce,
 )
-
-#: Automatic uniformity tile: at most this many pair entries per tile (16 MiB in fp32).
-_TILE_ELEMENTS = 1 << 22
+from contrastkit.engine import log_mean_gaussian_potential
 
 
 def _prepare(x: Tensor, normalize: bool) -> Tensor:
@@ -98,54 +95,6 @@ def alignment_loss(
     return reduce(per_pair, reduction)
 
 
-class _PairwiseGaussianLSE(torch.autograd.Function):
-    """``log Σ_{i<j} exp(-t ‖x_i - x_j‖²)`` in row tiles, recomputed in backward."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, t: float, chunk: int) -> Tensor:
-        n = x.shape[0]
-        sq = x.pow(2).sum(dim=-1)  # (B,)
-        run_max = torch.full((), float("-inf"), dtype=x.dtype, device=x.device)
-        run_sum = torch.zeros((), dtype=x.dtype, device=x.device)
-        for r0 in range(0, n - 1, chunk):
-            logits = _tile_logits(x, sq, t, r0, min(r0 + chunk, n))  # (c, B - r0)
-            new_max = torch.maximum(run_max, logits.max())
-            run_sum = run_sum * torch.exp(run_max - new_max) + torch.exp(logits - new_max).sum()
-            run_max = new_max
-        lse = run_max + torch.log(run_sum)
-        ctx.save_for_backward(x, sq, lse)
-        ctx.t = t
-        ctx.chunk = chunk
-        return lse
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, None, None]:
-        x, sq, lse = ctx.saved_tensors
-        t: float = ctx.t
-        chunk: int = ctx.chunk
-        n = x.shape[0]
-        grad = torch.zeros_like(x)
-        # d lse / d x_i = -2t Σ_{j} W_ij (x_i - x_j), W_ij = exp(logit_ij - lse) on pairs i<j,
-        # applied to both endpoints of each pair.
-        for r0 in range(0, n - 1, chunk):
-            r1 = min(r0 + chunk, n)
-            w = torch.exp(_tile_logits(x, sq, t, r0, r1) - lse)  # (c, B - r0); 0 off-pairs
-            xi, xj = x[r0:r1], x[r0:]
-            grad[r0:r1] += w.sum(dim=1, keepdim=True) * xi - w @ xj
-            grad[r0:] += w.sum(dim=0).unsqueeze(1) * xj - w.t() @ xi
-        return grad * (-2.0 * t) * grad_out, None, None
-
-
-def _tile_logits(x: Tensor, sq: Tensor, t: float, r0: int, r1: int) -> Tensor:
-    """Logits ``-t‖x_i - x_j‖²``, rows ``r0:r1``, columns ``r0:``; ``-inf`` where ``j <= i``."""
-    xi = x[r0:r1]  # (c, d)
-    xj = x[r0:]  # (B - r0, d)
-    d2 = (sq[r0:r1, None] + sq[None, r0:] - 2.0 * (xi @ xj.t())).clamp_min(0.0)  # (c, B - r0)
-    rows = torch.arange(r0, r1, device=x.device)[:, None]
-    cols = torch.arange(r0, x.shape[0], device=x.device)[None, :]
-    return (-t * d2).masked_fill(cols <= rows, float("-inf"))
-
-
 def uniformity_loss(
     x: Tensor,
     t: float = 2.0,
@@ -165,15 +114,14 @@ def uniformity_loss(
     (departure from the conventions). Default ``t=2`` (Wang & Isola 2020); lightly's
     ``HypersphereLoss`` defaults to ``t=1`` with the same formula.
 
-    Memory: row tiles of ``chunk_size × B`` with an online log-sum-exp; the backward recomputes
-    tiles, so extra memory is ``O(B·d + chunk_size·B)``. Time is ``O(B²·d)`` (half of the
-    ordered-pair work: only columns ``j >= tile start`` are computed).
+    Memory: runs on the similarity engine (:func:`log_mean_gaussian_potential`), so extra
+    memory is ``O(B·d)`` on the tiled path. Time is ``O(B²·d)``.
 
     Args:
         x: ``(B, d)`` embeddings, ``B >= 2``.
         t: Gaussian potential scale, ``> 0``.
         normalize: L2-normalise rows first (the reference expects normalised inputs).
-        chunk_size: Rows per tile; ``None`` picks ``2**22 // B`` rows (at least 1).
+        chunk_size: Engine tile size; ``None`` picks dense or tiled automatically.
         check_values: Check for NaN/inf (one host sync).
 
     Returns:
@@ -191,10 +139,7 @@ def uniformity_loss(
     check_positive(t, "t")
     _check_chunk_size(chunk_size)
     x = _prepare(x, normalize)
-    n = x.shape[0]
-    chunk = chunk_size if chunk_size is not None else max(1, _TILE_ELEMENTS // n)
-    lse: Tensor = _PairwiseGaussianLSE.apply(x, float(t), chunk)  # type: ignore[no-untyped-call]
-    return lse - math.log(n * (n - 1) / 2)
+    return log_mean_gaussian_potential(x, t=float(t), chunk_size=chunk_size)
 
 
 def align_uniform_loss(

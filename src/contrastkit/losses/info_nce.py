@@ -73,9 +73,9 @@ def info_nce(
 
     Peers: equals info-nce-pytorch ``InfoNCE`` without extra negatives. With ``negative_keys``
     that package contrasts against those keys *only*; here the other in-batch positives stay
-    negatives too (pass ``positive_ids=torch.zeros(B)`` to drop them and match it). Equals open_clip ``ClipLoss`` with ``symmetric=True`` and
-    ``temperature = 1 / logit_scale``; sentence-transformers' ``MultipleNegativesRankingLoss``
-    with ``scale = 1 / temperature``.
+    negatives too (pass ``positive_ids=torch.zeros(B)`` to drop them and match it). Equals
+    open_clip ``ClipLoss`` with ``symmetric=True`` and ``temperature = 1 / logit_scale``;
+    sentence-transformers' ``MultipleNegativesRankingLoss`` with ``scale = 1 / temperature``.
 
     Examples:
         >>> a, b = torch.randn(8, 16), torch.randn(8, 16)

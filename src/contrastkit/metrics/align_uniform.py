@@ -8,12 +8,11 @@ References:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from contrastkit._checks import check_pair, check_positive
+from contrastkit.engine import log_mean_gaussian_potential
 from contrastkit.metrics._common import check_int, prepare
 
 
@@ -58,40 +57,6 @@ def alignment(
     return float(dist.pow(alpha).mean())
 
 
-def _log_mean_exp_pairs(
-    x: Tensor, y: Tensor | None, t: float, chunk_size: int, exclude: str
-) -> float:
-    """``log mean exp(-t ||x_i - y_j||^2)`` over the chosen pairs, accumulated in float64 blocks.
-
-    ``exclude='upper'``: unordered pairs ``i < j`` of ``x`` (``y`` is None), like ``torch.pdist``.
-    ``exclude='diagonal'``: all ``(i, j)`` with ``i != j`` between ``x`` and ``y`` (same length).
-    """
-    other = x if y is None else y
-    n, m = x.shape[0], other.shape[0]
-    sq_x = x.double().pow(2).sum(1)
-    sq_o = other.double().pow(2).sum(1)
-    running = torch.tensor(-math.inf, dtype=torch.float64)
-    count = 0
-    cols = torch.arange(m)
-    for start in range(0, n, chunk_size):
-        stop = min(start + chunk_size, n)
-        rows = torch.arange(start, stop)
-        d2 = (
-            sq_x[start:stop, None]
-            + sq_o[None, :]
-            - 2.0 * (x[start:stop].double() @ other.double().T)
-        )
-        d2 = d2.clamp_min(0.0)  # (r, m)
-        keep = (
-            cols[None, :] > rows[:, None] if exclude == "upper" else cols[None, :] != rows[:, None]
-        )
-        vals = (-t * d2)[keep]
-        if vals.numel():
-            running = torch.logaddexp(running, torch.logsumexp(vals, dim=0))
-            count += int(vals.numel())
-    return float(running - math.log(count))
-
-
 def uniformity(
     x: Tensor,
     *,
@@ -129,7 +94,8 @@ def uniformity(
     check_positive(t, "t")
     check_int(chunk_size, "chunk_size")
     z = prepare(x, "x", normalize=normalize, check_values=check_values, min_rows=2)
-    return _log_mean_exp_pairs(z, None, t, chunk_size, "upper")
+    with torch.no_grad():
+        return float(log_mean_gaussian_potential(z.double(), t=t, chunk_size=chunk_size))
 
 
 def cross_uniformity(
@@ -174,4 +140,7 @@ def cross_uniformity(
     check_pair(a, b)
     x = prepare(a, "a", normalize=normalize, check_values=check_values, min_rows=2)
     y = prepare(b, "b", normalize=normalize, check_values=check_values, min_rows=2)
-    return _log_mean_exp_pairs(x, y, t, chunk_size, "diagonal")
+    with torch.no_grad():
+        return float(
+            log_mean_gaussian_potential(x.double(), y.double(), t=t, chunk_size=chunk_size)
+        )
