@@ -84,6 +84,14 @@ def check_temperature(temperature: float | Tensor, name: str = "temperature") ->
     check_positive(temperature, name)
 
 
+def check_chunk_size(chunk_size: int | None) -> None:
+    """Check ``chunk_size``: None (automatic) or a positive integer tile size."""
+    if chunk_size is not None and (
+        not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+
+
 def check_reduction(reduction: str) -> None:
     """Check ``reduction`` is one of ``'mean'``, ``'sum'``, ``'none'``."""
     if reduction not in _REDUCTIONS:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from contrastkit._checks import check_chunk_size
 from contrastkit.engine.pairs import PairRule, TilePairs, apply_tile
 
 #: Above this many pairs the automatic choice is the tiled path.
@@ -110,8 +111,7 @@ def pairwise_lse(
             "pairwise_lse: anchors (n, d) and candidates (m, d) must share d, got "
             f"{tuple(anchors.shape)} and {tuple(candidates.shape)}"
         )
-    if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    check_chunk_size(chunk_size)
     if pairs is not None and torch.is_grad_enabled():
         probe = pairs.tile(slice(0, 1), slice(0, 1))
         if any(x is not None and x.requires_grad for x in (probe.weight, probe.log_weight)):

@@ -15,10 +15,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit._checks import (
+    check_chunk_size,
     check_embeddings,
     check_pair,
     check_positive,
@@ -26,20 +26,7 @@ from contrastkit._checks import (
     reduce,
 )
 from contrastkit.engine import log_mean_gaussian_potential
-
-
-def _prepare(x: Tensor, normalize: bool) -> Tensor:
-    """Upcast fp16/bf16 to fp32 and optionally L2-normalise rows."""
-    if x.dtype in (torch.float16, torch.bfloat16):
-        x = x.float()
-    return F.normalize(x, dim=-1) if normalize else x
-
-
-def _check_chunk_size(chunk_size: int | None) -> None:
-    if chunk_size is None:
-        return
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+from contrastkit.losses._common import prepare
 
 
 def alignment_loss(
@@ -85,7 +72,7 @@ def alignment_loss(
     check_pair(a, b)
     check_positive(alpha, "alpha")
     check_reduction(reduction)
-    a, b = _prepare(a, normalize), _prepare(b, normalize)
+    a, b = prepare(a, normalize), prepare(b, normalize)
     diff = a - b  # (B, d)
     if alpha == 2:
         # Squared norm without the square root: smooth (and finite) at a_i == b_i.
@@ -137,8 +124,8 @@ def uniformity_loss(
     """
     check_embeddings(x, "x", min_rows=2, check_finite=check_values)
     check_positive(t, "t")
-    _check_chunk_size(chunk_size)
-    x = _prepare(x, normalize)
+    check_chunk_size(chunk_size)
+    x = prepare(x, normalize)
     return log_mean_gaussian_potential(x, t=float(t), chunk_size=chunk_size)
 
 
@@ -240,7 +227,7 @@ class AlignUniformLoss(nn.Module):
         _check_weight(unif_weight, "unif_weight")
         check_positive(alpha, "alpha")
         check_positive(t, "t")
-        _check_chunk_size(chunk_size)
+        check_chunk_size(chunk_size)
         self.align_weight = align_weight
         self.unif_weight = unif_weight
         self.alpha = alpha

@@ -32,6 +32,7 @@ from contrastkit._checks import (
 )
 from contrastkit.engine import TilePairs, pairwise_lse
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+from contrastkit.losses.supcon import multi_positive_losses
 
 
 def _shares_label(row_labels: Tensor, col_labels: Tensor) -> Tensor:
@@ -135,11 +136,14 @@ def source_supcon_per_anchor(
             "labels/anchor_mask: no anchor has a positive (no masked anchor shares its label "
             "with a row of the positive source)"
         )
-    per_anchor = lse - pos.weighted_sum / num_pos.clamp(min=1)  # (B,)
-    losses = torch.where(counted, per_anchor, torch.zeros_like(per_anchor))
-    if base_temperature is not None:
-        tau = temperature if isinstance(temperature, float) else temperature.detach()
-        losses = losses * (tau / base_temperature)
+    losses = multi_positive_losses(
+        lse,
+        pos.weighted_sum,
+        num_pos,
+        counted,
+        temperature=temperature,
+        base_temperature=base_temperature,
+    )
     return losses, counted
 
 

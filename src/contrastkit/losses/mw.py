@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit._checks import (
+    check_chunk_size,
     check_embeddings,
     check_reduction,
     check_same_dim,
@@ -61,11 +62,8 @@ class _AllPairsSoftplus(torch.autograd.Function):
 
 
 def _check_chunk(chunk_size: int | None) -> int:
-    if chunk_size is None:
-        return DEFAULT_CHUNK
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
-    return chunk_size
+    check_chunk_size(chunk_size)
+    return DEFAULT_CHUNK if chunk_size is None else chunk_size
 
 
 def _check_scalar_temperature(temperature: float | Tensor) -> None:

@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from contrastkit._checks import (
     Reduction,
+    check_chunk_size,
     check_embeddings,
     check_pair,
     check_reduction,
@@ -86,8 +87,7 @@ def siglip(
         validate_temperature(temperature)
         if isinstance(bias, float) and not math.isfinite(bias):
             raise ValueError(f"bias must be finite, got {bias}")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    check_chunk_size(chunk_size)
 
     za, zb = prepare(a, normalize), prepare(b, normalize)
     queries = scale_by_temperature(za, temperature)  # (B, d)

@@ -78,19 +78,43 @@ def supcon_per_anchor(
         scale_by_temperature(anchors, temperature), z, pairs, chunk_size=chunk_size
     ).rows
     assert stats is not None and stats.weighted_sum is not None and stats.weight_total is not None
-    num_pos = stats.weight_total  # (A,) |P(i)|
-    has_positive = num_pos > 0
-    mean_pos_logit = stats.weighted_sum / num_pos.clamp(min=1)  # (A,) mean_p s_ip
-    losses = torch.where(has_positive, stats.lse - mean_pos_logit, torch.zeros_like(num_pos))
+    has_positive = stats.weight_total > 0  # (A,) |P(i)| > 0
     if check_values and not bool(has_positive.any()):
         raise ValueError(
             "labels: no anchor has a positive (every label is unique and there is one view); "
             "SupCon needs at least two rows with the same label or several views"
         )
+    losses = multi_positive_losses(
+        stats.lse,
+        stats.weighted_sum,
+        stats.weight_total,
+        has_positive,
+        temperature=temperature,
+        base_temperature=base_temperature,
+    )
+    return losses, has_positive
+
+
+def multi_positive_losses(
+    lse: Tensor,
+    positive_logit_sum: Tensor,
+    num_positives: Tensor,
+    counted: Tensor,
+    *,
+    temperature: float | Tensor,
+    base_temperature: float | None,
+) -> Tensor:
+    """Per-anchor ``-(τ/τ_base) · mean_{p ∈ P(i)} log softmax_i(p)`` from engine statistics.
+
+    ``= (τ/τ_base) · (lse_i - Σ_p s_ip / |P(i)|)``; 0 for anchors that are not ``counted``.
+    Shared by SupCon and its variants (COCONUT, SupReMix).
+    """
+    per_anchor = lse - positive_logit_sum / num_positives.clamp(min=1)  # (A,)
+    losses = torch.where(counted, per_anchor, torch.zeros_like(per_anchor))
     if base_temperature is not None:
         tau = temperature if isinstance(temperature, float) else temperature.detach()
         losses = losses * (tau / base_temperature)
-    return losses, has_positive
+    return losses
 
 
 def supcon(

@@ -32,6 +32,7 @@ from contrastkit._checks import (
 from contrastkit.engine import SideStats, TilePairs, pairwise_lse, safe_logsumexp
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
 from contrastkit.losses.mixco import sample_beta
+from contrastkit.losses.supcon import multi_positive_losses
 
 LabelWeight = Callable[[Tensor], Tensor]
 
@@ -240,11 +241,14 @@ def supremix_per_anchor(
             "labels: no anchor has a positive (no equal labels, one view, no bracketing pair); "
             "SupReMix needs binned labels with repeats, several views or positive mixtures"
         )
-    per_anchor = stats.lse - stats.weighted_sum / num_pos.clamp(min=1)
-    losses = torch.where(has_positive, per_anchor, torch.zeros_like(per_anchor))
-    if base_temperature is not None:
-        tau = temperature if isinstance(temperature, float) else temperature.detach()
-        losses = losses * (tau / base_temperature)
+    losses = multi_positive_losses(
+        stats.lse,
+        stats.weighted_sum,
+        num_pos,
+        has_positive,
+        temperature=temperature,
+        base_temperature=base_temperature,
+    )
     return losses, has_positive
 
 
