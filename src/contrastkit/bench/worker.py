@@ -91,7 +91,7 @@ def run(impl: str, batch: int, dim: int, reps: int) -> dict[str, object]:
         "median_s": statistics.median(times),
         "times_s": times,
         "peak_extra_mib": max(0, peak - baseline) / 2**20,
-        "loss": float(loss),
+        "loss": loss.item(),
     }
 
 
