@@ -230,3 +230,16 @@ def test_pair_weights_with_gradient_are_refused_on_both_paths():
     # detached keys are fine
     pairs = Pairs(row_keys=keys.detach(), col_keys=keys.detach())
     assert pairwise_lse(torch.randn(4, 2), torch.randn(4, 2), pairs).rows is not None
+
+
+@pytest.mark.parametrize("chunk", [None, 2])
+def test_backward_twice_with_retained_graph_gives_the_same_gradient(chunk):
+    a = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    res = pairwise_lse(a, c, rows=True, columns=True, chunk_size=chunk)
+    loss = res.rows.lse.sum() + 2 * res.columns.lse.sum()
+    loss.backward(retain_graph=True)
+    first = a.grad.clone()
+    a.grad = None
+    loss.backward()
+    torch.testing.assert_close(a.grad, first)

@@ -60,7 +60,11 @@ def _run_worker(args: list[str], timeout: float) -> tuple[dict[str, Any] | None,
 
 
 def _fmt_time(x: float | None) -> str:
-    return "—" if x is None else (f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s")
+    if x is None:
+        return "—"
+    if x < 0.01:
+        return f"{x * 1000:.2f} ms"
+    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
 
 
 def _fmt_mem(x: float | None) -> str:
@@ -75,7 +79,8 @@ def render(outcomes: list[Outcome], gflops: float, meta: dict[str, Any]) -> str:
     lines = [
         "# contrastkit bench: symmetric CLIP/InfoNCE loss, forward + backward",
         "",
-        f"float32, 2 threads, median of the timed steps, each configuration in a fresh "
+        f"float32, 2 threads, median of the timed steps (at least 3, and at least 1 s of steps), "
+        f"each configuration in a fresh "
         f"process. Machine: {meta['machine']}; measured matmul {gflops:.0f} GFLOP/s. "
         f"Roofline = 3 · 2 · B² · d FLOPs ÷ matmul GFLOP/s. "
         f"'vs fastest peer' = contrastkit time ÷ fastest of {', '.join(PEERS)}. "

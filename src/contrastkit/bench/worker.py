@@ -66,16 +66,27 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
+#: Fast configurations repeat until their timed steps add up to this many seconds (median of
+#: many steps instead of 3 noisy millisecond readings), at most ``_MAX_STEPS`` steps.
+_MIN_TIMED_S = 1.0
+_MAX_STEPS = 300
+
+
 def run(impl: str, batch: int, dim: int, reps: int) -> dict[str, object]:
-    """Time ``reps`` forward+backward steps after one warm-up; report median and peak memory."""
+    """Time at least ``reps`` forward+backward steps after warm-up; report median and peak memory.
+
+    Steps continue until they add up to ``_MIN_TIMED_S`` (so sub-millisecond configurations are
+    timed over hundreds of steps); the first step warms up allocators and kernels.
+    """
     torch.set_num_threads(2)
     loss_fn = IMPLEMENTATIONS[impl]()
     g = torch.Generator().manual_seed(0)
     a = torch.randn(batch, dim, generator=g).requires_grad_()
     b = torch.randn(batch, dim, generator=g).requires_grad_()
     baseline = _rss_bytes()
-    times = []
-    for step in range(reps + 1):
+    times: list[float] = []
+    step = 0
+    while len(times) < reps or (sum(times) < _MIN_TIMED_S and len(times) < _MAX_STEPS):
         start = time.perf_counter()
         loss = loss_fn(a, b)
         loss.backward()  # type: ignore[no-untyped-call]
@@ -83,6 +94,7 @@ def run(impl: str, batch: int, dim: int, reps: int) -> dict[str, object]:
         a.grad = b.grad = None
         if step > 0:  # the first step warms up allocators and kernels
             times.append(elapsed)
+        step += 1
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "impl": impl,

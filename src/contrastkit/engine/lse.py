@@ -11,7 +11,8 @@ learnable τ then flows through that ``O(n·d)`` product with ordinary autograd.
 
 Two paths compute the same numbers:
 
-* **dense** materialises ``S`` (``n × m``) and uses autograd; fastest for small ``n·m``.
+* **dense** materialises ``S`` (``n × m``) as a single tile and keeps it for backward; fastest
+  for small ``n·m``.
 * **tiled** walks ``tile × tile`` blocks with an online log-sum-exp (running max and rescaled
   sum) and never keeps ``S``. Its backward recomputes each block: with ``P = exp(S - lse)``,
 
@@ -31,7 +32,7 @@ import torch
 from torch import Tensor
 
 from contrastkit._checks import check_chunk_size
-from contrastkit.engine.pairs import PairRule, TilePairs, apply_tile
+from contrastkit.engine.pairs import PairRule, TilePairs
 
 #: Above this many pairs the automatic choice is the tiled path.
 DENSE_MAX_PAIRS = 2048 * 2048
@@ -122,12 +123,11 @@ def pairwise_lse(
             )
     a, c = _accumulation_dtype(anchors), _accumulation_dtype(candidates)
     n, m = a.shape[0], c.shape[0]
-    if chunk_size is None and n * m <= DENSE_MAX_PAIRS:
-        return _dense(a, c, pairs, rows, columns)
-    tile = chunk_size if chunk_size is not None else DEFAULT_TILE
+    dense = chunk_size is None and n * m <= DENSE_MAX_PAIRS
+    tile = max(n, m) if dense else (chunk_size or DEFAULT_TILE)
     weighted = pairs is not None and pairs.has_weights
     r_lse, r_ws, r_wt, c_lse, c_ws, c_wt = _TiledLSE.apply(  # type: ignore[no-untyped-call]
-        a, c, pairs, rows, columns, tile
+        a, c, pairs, rows, columns, tile, dense
     )
     row_stats = SideStats(r_lse, r_ws, r_wt) if weighted else SideStats(r_lse)
     col_stats = SideStats(c_lse, c_ws, c_wt) if weighted else SideStats(c_lse)
@@ -160,25 +160,6 @@ def _accumulation_dtype(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-def _dense(a: Tensor, c: Tensor, pairs: PairRule | None, rows: bool, columns: bool) -> LSEResult:
-    logits = a @ c.T  # (n, m)
-    tile = _tile(pairs, slice(None), slice(None), logits.dtype) if pairs else TilePairs()
-    counted = apply_tile(logits, tile)  # excluded pairs at -inf
-    weight = tile.weight
-    weighted_logits = logits * weight if weight is not None else None
-
-    # Without exclusions no slice is all -inf, and torch's fused logsumexp is faster.
-    lse_fn = torch.logsumexp if tile.exclude is None else safe_logsumexp
-
-    def side(dim: int) -> SideStats:
-        lse = lse_fn(counted, dim)
-        if weight is None or weighted_logits is None:
-            return SideStats(lse)
-        return SideStats(lse, weighted_logits.sum(dim), weight.sum(dim))
-
-    return LSEResult(rows=side(1) if rows else None, columns=side(0) if columns else None)
-
-
 def _online_update(logits: Tensor, dim: int, run_max: Tensor, run_sum: Tensor, buf: Tensor) -> None:
     """Fold one tile into running (max, Σ exp(x - max)) along ``dim``, in place."""
     new_max = torch.maximum(run_max, logits.amax(dim))
@@ -200,6 +181,7 @@ class _TiledLSE(torch.autograd.Function):
         rows: bool,
         columns: bool,
         tile: int,
+        keep_logits: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         n, m = a.shape[0], c.shape[0]
         weighted = pairs is not None and pairs.has_weights
@@ -212,6 +194,7 @@ class _TiledLSE(torch.autograd.Function):
         col_ws = a.new_zeros(m) if columns and weighted else empty
         col_wt = a.new_zeros(m) if columns and weighted else empty
         tr, tc = min(tile, n), min(tile, m)
+        single = tr == n and tc == m
         s_flat, e_flat = a.new_empty(tr * tc), a.new_empty(tr * tc)  # reused tile buffers
         for r0 in range(0, n, tr):
             r1 = min(r0 + tr, n)
@@ -235,15 +218,24 @@ class _TiledLSE(torch.autograd.Function):
                             col_ws[c0:c1] += e.sum(0)
                             col_wt[c0:c1] += tp.weight.sum(0)
                     _apply_tile_(s, tp)
+                if single:  # the whole S is this tile: fused log-sum-exp, no running state
+                    lse_fn = safe_logsumexp if tp is not None else torch.logsumexp
+                    row_lse = lse_fn(s, 1) if rows else empty
+                    col_lse = lse_fn(s, 0) if columns else empty
+                    continue
                 if rows:
                     _online_update(s, 1, run_max, run_sum, e)
                 if columns:
                     _online_update(s, 0, col_max[c0:c1], col_sum[c0:c1], e)
-            if rows:
+            if rows and not single:
                 row_lse[r0:r1] = torch.log(run_sum) + run_max
-        col_lse = torch.log(col_sum) + col_max if columns else empty
+        if not single:
+            col_lse = torch.log(col_sum) + col_max if columns else empty
         ctx.save_for_backward(a, c, row_lse, col_lse)
         ctx.pairs, ctx.rows, ctx.columns, ctx.tile = pairs, rows, columns, tile
+        # Dense path: one tile holding all of S (masked); backward reuses it instead of
+        # recomputing the matmul.
+        ctx.logits = s_flat.view(n, m) if keep_logits and single else None
         ctx.mark_non_differentiable(row_wt, col_wt)
         return row_lse, row_ws, row_wt, col_lse, col_ws, col_wt
 
@@ -264,14 +256,16 @@ class _TiledLSE(torch.autograd.Function):
         need_a, need_c = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n, m = a.shape[0], c.shape[0]
         weighted = pairs is not None and pairs.has_weights
-        grad_a = torch.zeros_like(a) if need_a else None
-        grad_c = torch.zeros_like(c) if need_c else None
+        grad_a = a.new_zeros(a.shape) if need_a else None
+        grad_c = c.new_zeros(c.shape) if need_c else None
         # Rows/columns with nothing counted have lse = -inf and all-excluded tiles: any finite
         # shift gives exp(-inf - shift) = 0 there.
-        row_shift = torch.where(torch.isfinite(row_lse), row_lse, torch.zeros_like(row_lse))
-        col_shift = torch.where(torch.isfinite(col_lse), col_lse, torch.zeros_like(col_lse))
+        lowest = torch.finfo(a.dtype).min  # clamp keeps NaN (never hides one)
+        row_shift, col_shift = row_lse.clamp(min=lowest), col_lse.clamp(min=lowest)
         tr, tc = min(ctx.tile, n), min(ctx.tile, m)
-        s_flat, g_flat = a.new_empty(tr * tc), a.new_empty(tr * tc)
+        cached: Tensor | None = ctx.logits
+        s_flat = cached.view(-1) if cached is not None else a.new_empty(tr * tc)
+        g_flat, h_flat = a.new_empty(tr * tc), None
         for r0 in range(0, n, tr):
             r1 = min(r0 + tr, n)
             a_rows = a[r0:r1]
@@ -280,17 +274,23 @@ class _TiledLSE(torch.autograd.Function):
                 shape = (r1 - r0, c1 - c0)
                 s = s_flat[: shape[0] * shape[1]].view(shape)
                 g = g_flat[: shape[0] * shape[1]].view(shape)
-                torch.mm(a_rows, c[c0:c1].T, out=s)
                 tp = _tile(pairs, slice(r0, r1), slice(c0, c1), a.dtype) if pairs else None
-                if tp is not None:
-                    _apply_tile_(s, tp)
+                if cached is None:
+                    torch.mm(a_rows, c[c0:c1].T, out=s)
+                    if tp is not None:
+                        _apply_tile_(s, tp)
                 # g = dL/dS for this tile, built in place.
                 if rows:
                     torch.sub(s, row_shift[r0:r1, None], out=g).exp_()
                     g.mul_(g_row_lse[r0:r1, None])
                     if columns:
-                        s.sub_(col_shift[None, c0:c1]).exp_().mul_(g_col_lse[None, c0:c1])
-                        g.add_(s)
+                        # the cached logits must survive a second backward (retain_graph)
+                        if cached is not None:
+                            h_flat = a.new_empty(tr * tc) if h_flat is None else h_flat
+                            h = torch.sub(s, col_shift[None, c0:c1], out=h_flat.view(shape))
+                        else:
+                            h = s.sub_(col_shift[None, c0:c1])
+                        g.add_(h.exp_().mul_(g_col_lse[None, c0:c1]))
                 else:
                     torch.sub(s, col_shift[None, c0:c1], out=g).exp_()
                     g.mul_(g_col_lse[None, c0:c1])
@@ -303,7 +303,7 @@ class _TiledLSE(torch.autograd.Function):
                     grad_a[r0:r1].addmm_(g, c[c0:c1])
                 if grad_c is not None:
                     grad_c[c0:c1].addmm_(g.T, a_rows)
-        return grad_a, grad_c, None, None, None, None
+        return grad_a, grad_c, None, None, None, None, None
 
 
 def _tile(pairs: PairRule, rows: slice, cols: slice, dtype: torch.dtype) -> TilePairs:

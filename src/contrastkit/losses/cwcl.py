@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from contrastkit._checks import (
     Reduction,
     check_embeddings,
+    check_finite,
     check_pair,
     check_reduction,
     reduce,
@@ -78,9 +79,11 @@ def cwcl(
         >>> speech, text = torch.randn(8, 32), torch.randn(8, 32)
         >>> loss = cwcl(speech, text, temperature=0.07)
     """
-    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
-    check_embeddings(b, "b", check_finite=check_values)
+    check_embeddings(a, "a", min_rows=2, check_finite=False)
+    check_embeddings(b, "b", check_finite=False)
     check_pair(a, b)
+    if check_values:
+        check_finite(("a", a), ("b", b))
     check_reduction(reduction)
     if check_values:
         validate_temperature(temperature)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from contrastkit._checks import (
     Reduction,
     check_embeddings,
+    check_finite,
     check_pair,
     check_positive,
     check_reduction,
@@ -86,9 +87,11 @@ def dcl(
     Examples:
         >>> loss = dcl(torch.randn(8, 16), torch.randn(8, 16), temperature=0.1)
     """
-    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
-    check_embeddings(b, "b", check_finite=check_values)
+    check_embeddings(a, "a", min_rows=2, check_finite=False)
+    check_embeddings(b, "b", check_finite=False)
     check_pair(a, b)
+    if check_values:
+        check_finite(("a", a), ("b", b))
     check_reduction(reduction)
     if check_values:
         validate_temperature(temperature)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from contrastkit._checks import (
     Reduction,
     check_embeddings,
+    check_finite,
     check_pair,
     check_reduction,
     check_same_dim,
@@ -84,9 +85,11 @@ def info_nce(
         torch.Size([])
     """
     has_extra = negatives is not None
-    check_embeddings(a, "a", min_rows=1 if has_extra else 2, check_finite=check_values)
-    check_embeddings(b, "b", check_finite=check_values)
+    check_embeddings(a, "a", min_rows=1 if has_extra else 2, check_finite=False)
+    check_embeddings(b, "b", check_finite=False)
     check_pair(a, b)
+    if check_values:
+        check_finite(("a", a), ("b", b))
     check_reduction(reduction)
     if check_values:
         validate_temperature(temperature)

@@ -10,7 +10,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from contrastkit._checks import Reduction, check_embeddings, check_pair, check_reduction, reduce
+from contrastkit._checks import (
+    Reduction,
+    check_embeddings,
+    check_finite,
+    check_pair,
+    check_reduction,
+    reduce,
+)
 from contrastkit.engine import Pairs, pairwise_lse, safe_logaddexp
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
 from contrastkit.losses._debias import check_debias_options, debiased_negative_lse
@@ -78,9 +85,11 @@ def nt_xent(
         >>> a, b = torch.randn(8, 16), torch.randn(8, 16)
         >>> loss = nt_xent(a, b, temperature=0.5)
     """
-    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
-    check_embeddings(b, "b", check_finite=check_values)
+    check_embeddings(a, "a", min_rows=2, check_finite=False)
+    check_embeddings(b, "b", check_finite=False)
     check_pair(a, b)
+    if check_values:
+        check_finite(("a", a), ("b", b))
     check_reduction(reduction)
     check_debias_options(debias_prior, hardness)
     if check_values:

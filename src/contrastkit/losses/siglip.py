@@ -18,6 +18,7 @@ from contrastkit._checks import (
     Reduction,
     check_chunk_size,
     check_embeddings,
+    check_finite,
     check_pair,
     check_reduction,
     reduce,
@@ -79,9 +80,11 @@ def siglip(
     Examples:
         >>> loss = siglip(torch.randn(8, 16), torch.randn(8, 16), temperature=0.1, bias=-10.0)
     """
-    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
-    check_embeddings(b, "b", check_finite=check_values)
+    check_embeddings(a, "a", min_rows=2, check_finite=False)
+    check_embeddings(b, "b", check_finite=False)
     check_pair(a, b)
+    if check_values:
+        check_finite(("a", a), ("b", b))
     check_reduction(reduction)
     if check_values:
         validate_temperature(temperature)
