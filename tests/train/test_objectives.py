@@ -87,8 +87,6 @@ def test_routing_index_labels_and_dataset_size_by_signature() -> None:
 
 
 def test_isogclr_gets_index_and_state_updates() -> None:
-    if not hasattr(contrastkit, "ISogCLRLoss"):
-        pytest.skip("ISogCLRLoss not exported yet")
     obj = build_objective(_cfg("ISogCLRLoss"), 50)
     a, b = torch.randn(8, 6), torch.randn(8, 6)
     obj([a, b], torch.zeros(8, dtype=torch.long), torch.arange(10, 18))
