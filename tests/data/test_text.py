@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-text = pytest.importorskip("contrastkit.data.text")
+from contrastkit.data import text
 
 
 def _encoder() -> text.MiniLMEncoder:

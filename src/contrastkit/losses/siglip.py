@@ -23,12 +23,9 @@ from contrastkit._checks import (
     check_reduction,
     reduce,
 )
+from contrastkit.engine import DEFAULT_TILE, DENSE_MAX_PAIRS
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
 from contrastkit.temperature import LearnableTemperature
-
-#: Above this many pairs the automatic choice is the chunked path.
-_DENSE_MAX_PAIRS = 2048 * 2048
-_DEFAULT_CHUNK = 1024
 
 
 def siglip(
@@ -97,10 +94,10 @@ def siglip(
     bias_t = torch.as_tensor(bias, dtype=queries.dtype, device=queries.device)
     positive = (queries * zb).sum(-1) + bias_t  # (B,) x_ii
     n = za.shape[0]
-    if chunk_size is None and n * n <= _DENSE_MAX_PAIRS:
+    if chunk_size is None and n * n <= DENSE_MAX_PAIRS:
         softplus_rows = _softplus_rows(queries, zb, bias_t)
     else:
-        tile = chunk_size or _DEFAULT_CHUNK
+        tile = chunk_size or DEFAULT_TILE
         parts = []
         for r0 in range(0, n, tile):
             row_sum = queries.new_zeros(min(tile, n - r0))
