@@ -243,3 +243,16 @@ def test_backward_twice_with_retained_graph_gives_the_same_gradient(chunk):
     a.grad = None
     loss.backward()
     torch.testing.assert_close(a.grad, first)
+
+
+def test_default_tile_is_larger_on_accelerators() -> None:
+    from contrastkit.engine import ACCELERATOR_TILE, DEFAULT_TILE, default_tile
+
+    assert default_tile(torch.device("cpu")) == DEFAULT_TILE
+    assert default_tile(torch.device("cuda", 0)) == ACCELERATOR_TILE > DEFAULT_TILE
+    # the automatic tiled path uses it: above DENSE_MAX_PAIRS, chunk_size=None equals the tile
+    a, c = torch.randn(2100, 4, dtype=torch.float64), torch.randn(2100, 4, dtype=torch.float64)
+    auto = pairwise_lse(a, c).rows
+    explicit = pairwise_lse(a, c, chunk_size=DEFAULT_TILE).rows
+    assert auto is not None and explicit is not None
+    torch.testing.assert_close(auto.lse, explicit.lse, rtol=0, atol=0)

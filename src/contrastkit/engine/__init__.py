@@ -5,20 +5,32 @@ path is exact.
 """
 
 from contrastkit.engine.lse import (
+    ACCELERATOR_TILE,
     DEFAULT_TILE,
     DENSE_MAX_PAIRS,
     LSEResult,
     SideStats,
+    default_tile,
     pairwise_lse,
     safe_logaddexp,
     safe_logsumexp,
 )
-from contrastkit.engine.pairs import PairRule, Pairs, TilePairs, apply_tile, shifted_cosine
+from contrastkit.engine.pairs import (
+    ExpCosine,
+    PairRule,
+    Pairs,
+    TilePairs,
+    apply_tile,
+    shifted_cosine,
+)
 from contrastkit.engine.potential import log_mean_gaussian_potential
 
 __all__ = [
+    "ACCELERATOR_TILE",
     "DEFAULT_TILE",
+    "ExpCosine",
     "DENSE_MAX_PAIRS",
+    "default_tile",
     "LSEResult",
     "PairRule",
     "Pairs",

@@ -36,8 +36,18 @@ from contrastkit.engine.pairs import PairRule, TilePairs
 
 #: Above this many pairs the automatic choice is the tiled path.
 DENSE_MAX_PAIRS = 2048 * 2048
-#: Default tile edge of the tiled path (a 1024 × 1024 fp32 tile is 4 MiB).
+#: Default tile edge of the tiled path on CPU (a 1024 × 1024 fp32 tile is 4 MiB).
 DEFAULT_TILE = 1024
+#: Default tile edge on GPUs (64 MiB in fp32): 1024-tiles leave a GPU launch-bound. Measured on
+#: an H200, clip_loss B=65536, d=512, fp32: 2.2 s with 1024-tiles, 0.55 s with 4096-tiles (dense
+#: PyTorch: 0.41 s and 81 GiB).
+ACCELERATOR_TILE = 4096
+
+
+def default_tile(device: torch.device) -> int:
+    """The tiled path's default tile edge on ``device``."""
+    return DEFAULT_TILE if device.type == "cpu" else ACCELERATOR_TILE
+
 
 _NEG_INF = float("-inf")
 
@@ -124,7 +134,7 @@ def pairwise_lse(
     a, c = _accumulation_dtype(anchors), _accumulation_dtype(candidates)
     n, m = a.shape[0], c.shape[0]
     dense = chunk_size is None and n * m <= DENSE_MAX_PAIRS
-    tile = max(n, m) if dense else (chunk_size or DEFAULT_TILE)
+    tile = max(n, m) if dense else (chunk_size or default_tile(a.device))
     weighted = pairs is not None and pairs.has_weights
     r_lse, r_ws, r_wt, c_lse, c_ws, c_wt = _TiledLSE.apply(  # type: ignore[no-untyped-call]
         a, c, pairs, rows, columns, tile, dense

@@ -28,7 +28,7 @@ from contrastkit._checks import (
     reduce,
 )
 from contrastkit.engine import TilePairs, pairwise_lse, safe_logaddexp
-from contrastkit.engine.lse import DEFAULT_TILE, DENSE_MAX_PAIRS
+from contrastkit.engine.lse import DENSE_MAX_PAIRS, default_tile
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
 
 
@@ -90,7 +90,7 @@ def hardest_negatives(
         diag = torch.arange(n, device=anchors.device)
         logits[diag, diag] = float("-inf")
         return logits.topk(k, dim=1).indices
-    tile = chunk_size if chunk_size is not None else DEFAULT_TILE
+    tile = chunk_size if chunk_size is not None else default_tile(anchors.device)
     out = torch.empty(n, k, dtype=torch.long, device=anchors.device)
     for r0 in range(0, n, tile):
         r1 = min(r0 + tile, n)

@@ -23,7 +23,7 @@ from contrastkit._checks import (
     check_reduction,
     reduce,
 )
-from contrastkit.engine import DEFAULT_TILE, DENSE_MAX_PAIRS
+from contrastkit.engine import DENSE_MAX_PAIRS, default_tile
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
 from contrastkit.temperature import LearnableTemperature
 
@@ -97,7 +97,7 @@ def siglip(
     if chunk_size is None and n * n <= DENSE_MAX_PAIRS:
         softplus_rows = _softplus_rows(queries, zb, bias_t)
     else:
-        tile = chunk_size or DEFAULT_TILE
+        tile = chunk_size or default_tile(queries.device)
         parts = []
         for r0 in range(0, n, tile):
             row_sum = queries.new_zeros(min(tile, n - r0))

@@ -28,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from contrastkit._checks import Reduction, check_embeddings, check_pair, check_reduction, reduce
 from contrastkit.engine import PairRule, TilePairs, apply_tile, pairwise_lse, safe_logsumexp
-from contrastkit.engine.lse import DEFAULT_TILE, DENSE_MAX_PAIRS
+from contrastkit.engine.lse import DENSE_MAX_PAIRS, default_tile
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
 
 #: ``(rows (r, d), cols (c, d)) -> (r, c)`` non-negative weights of the denominator terms.
@@ -176,7 +176,7 @@ def _learned_weight_lse(
     if chunk_size is None and n * m <= DENSE_MAX_PAIRS:
         everything = slice(None)
         return _tile_lse(queries, rows, cols, weight_fn, rule, everything, everything, check_values)
-    tile = chunk_size if chunk_size is not None else DEFAULT_TILE
+    tile = chunk_size if chunk_size is not None else default_tile(queries.device)
     # Split once (not a slice per tile): each slice's backward would allocate a full-size
     # gradient, while one split's backward concatenates the chunk gradients once.
     query_chunks, row_chunks = torch.split(queries, tile), torch.split(rows, tile)
