@@ -113,9 +113,13 @@ def ref_supcon(feats, labels, tau, base_tau=None, mode="all"):
     return torch.stack(losses).mean()
 
 
-def ref_cwcl(a, b, keys, tau, symmetric=True):
+def ref_cwcl(a, b, keys, tau, symmetric=True, weight_tau=None):
     n = a.shape[0]
-    w = [[(float(_cos(keys[i], keys[j])) + 1) / 2 for j in range(n)] for i in range(n)]
+
+    def weight(c):
+        return (c + 1) / 2 if weight_tau is None else math.exp((c - 1) / weight_tau)
+
+    w = [[weight(float(_cos(keys[i], keys[j]))) for j in range(n)] for i in range(n)]
 
     def direction(x, y):
         out = []
@@ -331,6 +335,36 @@ def test_cwcl_matches_reference(symmetric):
         lambda a, b: ref_cwcl(a, b, keys, 0.3, symmetric),
         [a, b],
     )
+
+
+def test_cwcl_weight_temperature_matches_reference():
+    a, b, keys = _randn(6, 4, seed=24), _randn(6, 4, seed=25), _randn(6, 7, seed=26)
+    _check(
+        lambda a, b, chunk_size: ck.cwcl(
+            a,
+            b,
+            weight_embeddings=keys,
+            temperature=0.3,
+            weight_temperature=0.2,
+            chunk_size=chunk_size,
+        ),
+        lambda a, b: ref_cwcl(a, b, keys, 0.3, weight_tau=0.2),
+        [a, b],
+    )
+    # negative control: another kernel width gives another loss
+    sharp = ck.cwcl(a, b, weight_embeddings=keys, temperature=0.3, weight_temperature=0.2)
+    flat = ck.cwcl(a, b, weight_embeddings=keys, temperature=0.3, weight_temperature=2.0)
+    assert not torch.allclose(sharp, flat)
+
+
+def test_cwcl_weight_temperature_errors():
+    a, b = _randn(4, 3, seed=1), _randn(4, 3, seed=2)
+    with pytest.raises(ValueError, match="weight_temperature must be"):
+        ck.cwcl(a, b, weight_temperature=0.0)
+    with pytest.raises(ValueError, match="weight_fn or weight_temperature"):
+        ck.cwcl(a, b, weight_fn=torch.relu, weight_temperature=0.1)
+    with pytest.raises(ValueError, match="weight_temperature must be"):
+        ck.CWCLLoss(weight_temperature=-1.0)
 
 
 def test_cwcl_with_identity_weights_equals_clip():

@@ -52,6 +52,23 @@ def shifted_cosine(cosine: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
+class ExpCosine:
+    """A sharper weight ``exp((cos − 1) / temperature)``: 1 on identical keys, ~0 far away.
+
+    For frozen encoders whose cosines are all high (sentence encoders: 0.3–0.7 between
+    unrelated texts), ``(cos + 1) / 2`` gives nearly uniform soft labels; this kernel keeps the
+    targets peaked. ``temperature → ∞`` flattens it, ``temperature → 0`` leaves only
+    identical keys (hard positives).
+    """
+
+    temperature: float
+
+    def __call__(self, cosine: Tensor) -> Tensor:
+        """Weights of a tile of cosines."""
+        return torch.exp((cosine - 1.0) / self.temperature)
+
+
+@dataclass(frozen=True)
 class Pairs:
     """Compact description of excluded pairs and positive weights.
 

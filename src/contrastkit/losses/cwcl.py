@@ -19,7 +19,7 @@ from contrastkit._checks import (
     check_reduction,
     reduce,
 )
-from contrastkit.engine import Pairs, pairwise_lse, shifted_cosine
+from contrastkit.engine import ExpCosine, Pairs, pairwise_lse, shifted_cosine
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
 from contrastkit.temperature import LearnableTemperature
 
@@ -32,6 +32,7 @@ def cwcl(
     temperature: float | Tensor = 0.07,
     symmetric: bool = True,
     weight_fn: Callable[[Tensor], Tensor] = shifted_cosine,
+    weight_temperature: float | None = None,
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
@@ -60,6 +61,10 @@ def cwcl(
         temperature: ``τ`` > 0, float or scalar tensor.
         symmetric: average a→b and b→a.
         weight_fn: maps a tile of cosines to weights (default ``(cos + 1) / 2``).
+        weight_temperature: if given, the weights are ``exp((cos − 1) / weight_temperature)``
+            (:class:`~contrastkit.engine.ExpCosine`) instead of ``weight_fn``. Use it when the
+            frozen encoder's cosines are all high and ``(cos + 1) / 2`` is nearly flat, e.g.
+            sentence encoders (``cwcl-zeroshot`` uses 0.1 with MiniLM).
         normalize: L2-normalise ``a`` and ``b``.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (``(B,)``, per pair when symmetric).
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
@@ -69,7 +74,8 @@ def cwcl(
         Scalar loss, or ``(B,)`` with ``reduction='none'``.
 
     Raises:
-        ValueError: on bad shapes, non-finite values, τ ≤ 0, or a row whose weights sum to 0.
+        ValueError: on bad shapes, non-finite values, τ ≤ 0, a row whose weights sum to 0,
+            ``weight_temperature`` ≤ 0, or both ``weight_fn`` and ``weight_temperature``.
 
     Peers: none implement CWCL; tested against a float64 loop reference and against
     :func:`clip_loss` (``W = I``).
@@ -87,6 +93,7 @@ def cwcl(
     check_reduction(reduction)
     if check_values:
         validate_temperature(temperature)
+    weight_fn = _weight_kernel(weight_fn, weight_temperature)
     keys_source = b if weight_embeddings is None else weight_embeddings
     if weight_embeddings is not None:
         check_embeddings(weight_embeddings, "weight_embeddings", check_finite=check_values)
@@ -118,6 +125,18 @@ def cwcl(
     return reduce(losses, reduction)
 
 
+def _weight_kernel(
+    weight_fn: Callable[[Tensor], Tensor], weight_temperature: float | None
+) -> Callable[[Tensor], Tensor]:
+    if weight_temperature is None:
+        return weight_fn
+    if weight_fn is not shifted_cosine:
+        raise ValueError("give weight_fn or weight_temperature, not both")
+    if not weight_temperature > 0 or weight_temperature == float("inf"):
+        raise ValueError(f"weight_temperature must be a finite float > 0, got {weight_temperature}")
+    return ExpCosine(float(weight_temperature))
+
+
 class CWCLLoss(nn.Module):
     """CWCL with a learnable temperature; see :func:`cwcl`.
 
@@ -137,16 +156,18 @@ class CWCLLoss(nn.Module):
         learnable: bool = True,
         symmetric: bool = True,
         weight_fn: Callable[[Tensor], Tensor] = shifted_cosine,
+        weight_temperature: float | None = None,
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         check_reduction(reduction)
+        validate_temperature(temperature)
+        self.weight_fn = _weight_kernel(weight_fn, weight_temperature)
         self.temperature = LearnableTemperature(init=temperature)
         self.temperature.log_inverse.requires_grad_(learnable)
         self.symmetric = symmetric
-        self.weight_fn = weight_fn
         self.normalize = normalize
         self.reduction: Reduction = reduction
         self.chunk_size = chunk_size
