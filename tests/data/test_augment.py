@@ -32,12 +32,40 @@ def test_step_seed_is_injective_on_small_grid() -> None:
 
 
 def test_stages_can_be_switched_off() -> None:
-    aug = build_augmentation(AugmentConfig(flip_p=0, affine_p=0, noise_p=0, erase_p=0))
+    aug = build_augmentation(AugmentConfig(flip_p=0, affine_p=0, jitter_p=0))
     assert len(aug) == 1
     x = torch.rand(4, 1, 28, 28)
     full_crop = build_augmentation(
-        AugmentConfig(crop_scale=(1.0, 1.0), flip_p=0, affine_p=0, noise_p=0, erase_p=0)
+        AugmentConfig(crop_scale=(1.0, 1.0), flip_p=0, affine_p=0, jitter_p=0)
     )
     # a crop of the whole image with aspect ratio 1 is (nearly) the identity
     out = ViewGenerator(full_crop, 0)(x, 0, 0, num_views=1)[0]
     assert out.shape == x.shape
+
+
+def test_intensity_jitter_changes_brightness_and_contrast_only() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 28, 28) * 0.6 + 0.2
+    only_jitter = AugmentConfig(crop_scale=(1.0, 1.0), flip_p=0, affine_p=0, jitter_p=1.0)
+    out = ViewGenerator(build_augmentation(only_jitter), 0)(x, 0, 0, num_views=1)[0]
+    assert out.shape == x.shape and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    # per-image mean and spread move (the views cannot be matched by their histogram) ...
+    assert float((out.mean((1, 2, 3)) - x.mean((1, 2, 3))).abs().mean()) > 0.02
+    assert float((out.std((1, 2, 3)) / x.std((1, 2, 3)) - 1).abs().mean()) > 0.05
+    # ... while the layout stays: each view is still most correlated with its own image
+    flat_x, flat_o = x.flatten(1), out.flatten(1)
+    corr = torch.corrcoef(torch.cat([flat_o, flat_x]))[:64, 64:]
+    assert torch.equal(corr.argmax(1), torch.arange(64))
+
+
+def test_defaults_match_the_training_config() -> None:
+    from dataclasses import fields
+
+    from contrastkit.train.config import DEFAULTS
+
+    cfg = AugmentConfig()
+    augment = DEFAULTS["augment"]
+    assert sorted(augment) == sorted(f.name for f in fields(AugmentConfig))
+    for name, value in augment.items():
+        expected = tuple(value) if isinstance(value, list) else value
+        assert getattr(cfg, name) == expected, name

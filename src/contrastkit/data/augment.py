@@ -18,6 +18,9 @@ from torch import Tensor, nn
 class AugmentConfig:
     """Parameters of the view pipeline (each stage is skipped when its probability is 0).
 
+    The defaults are the training config's defaults (``[augment]`` in
+    :data:`contrastkit.train.config.DEFAULTS`).
+
     Attributes:
         crop_scale: ``(min, max)`` area fraction of the random resized crop.
         flip_p: probability of a horizontal flip.
@@ -28,17 +31,30 @@ class AugmentConfig:
         noise_std: standard deviation of that noise.
         erase_p: probability of random erasing (a rectangle of area fraction ``erase_scale``).
         erase_scale: ``(min, max)`` area fraction of the erased rectangle.
+        jitter_p: probability of an intensity jitter (brightness and contrast factors drawn from
+            ``[1 - brightness, 1 + brightness]`` and ``[1 - contrast, 1 + contrast]``): the
+            grayscale counterpart of SimCLR's colour distortion, which stops two views from being
+            matched by their intensity histogram alone.
+        brightness: brightness jitter strength.
+        contrast: contrast jitter strength.
+        blur_p: probability of a 3×3 Gaussian blur with sigma drawn from ``blur_sigma``.
+        blur_sigma: ``(min, max)`` sigma of that blur.
     """
 
-    crop_scale: tuple[float, float] = (0.3, 1.0)
+    crop_scale: tuple[float, float] = (0.5, 1.0)
     flip_p: float = 0.5
     affine_p: float = 0.5
     degrees: float = 10.0
     translate: float = 0.1
-    noise_p: float = 0.5
+    noise_p: float = 0.0
     noise_std: float = 0.05
-    erase_p: float = 0.25
+    erase_p: float = 0.0
     erase_scale: tuple[float, float] = (0.02, 0.15)
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 1.0)
 
 
 def build_augmentation(cfg: AugmentConfig, size: int = 28) -> nn.Module:
@@ -54,6 +70,10 @@ def build_augmentation(cfg: AugmentConfig, size: int = 28) -> nn.Module:
                 degrees=cfg.degrees, translate=(cfg.translate, cfg.translate), p=cfg.affine_p
             )
         )
+    if cfg.jitter_p > 0:
+        stages.append(K.ColorJiggle(cfg.brightness, cfg.contrast, 0.0, 0.0, p=cfg.jitter_p))
+    if cfg.blur_p > 0:
+        stages.append(K.RandomGaussianBlur((3, 3), sigma=tuple(cfg.blur_sigma), p=cfg.blur_p))
     if cfg.noise_p > 0:
         stages.append(K.RandomGaussianNoise(std=cfg.noise_std, p=cfg.noise_p))
     if cfg.erase_p > 0:

@@ -44,6 +44,11 @@ DEFAULTS: dict[str, Any] = {
         "noise_std": 0.05,
         "erase_p": 0.0,
         "erase_scale": [0.02, 0.15],
+        "jitter_p": 0.8,
+        "brightness": 0.4,
+        "contrast": 0.4,
+        "blur_p": 0.0,
+        "blur_sigma": [0.1, 1.0],
     },
     "model": {
         "width": 32,

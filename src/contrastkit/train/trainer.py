@@ -114,6 +114,11 @@ def augment_config(cfg: Mapping[str, Any]) -> AugmentConfig:
         noise_std=a["noise_std"],
         erase_p=a["erase_p"],
         erase_scale=(float(a["erase_scale"][0]), float(a["erase_scale"][1])),
+        jitter_p=a["jitter_p"],
+        brightness=a["brightness"],
+        contrast=a["contrast"],
+        blur_p=a["blur_p"],
+        blur_sigma=(float(a["blur_sigma"][0]), float(a["blur_sigma"][1])),
     )
 
 
