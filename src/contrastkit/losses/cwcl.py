@@ -64,7 +64,7 @@ def cwcl(
         weight_temperature: if given, the weights are ``exp((cos − 1) / weight_temperature)``
             (:class:`~contrastkit.engine.ExpCosine`) instead of ``weight_fn``. Use it when the
             frozen encoder's cosines are all high and ``(cos + 1) / 2`` is nearly flat, e.g.
-            sentence encoders (``cwcl-zeroshot`` uses 0.1 with MiniLM).
+            sentence encoders (``cwcl-zeroshot`` uses 0.05 with MiniLM).
         normalize: L2-normalise ``a`` and ``b``.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (``(B,)``, per pair when symmetric).
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
