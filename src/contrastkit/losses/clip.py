@@ -24,6 +24,7 @@ def clip_loss(
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
     check_values: bool = True,
+    gather_distributed: bool = False,
 ) -> Tensor:
     """Compute the CLIP loss ``(CE(image→text) + CE(text→image)) / 2`` over in-batch pairs.
 
@@ -48,6 +49,7 @@ def clip_loss(
         reduction=reduction,
         chunk_size=chunk_size,
         check_values=check_values,
+        gather_distributed=gather_distributed,
     )
 
 
@@ -68,6 +70,8 @@ class CLIPLoss(nn.Module):
         normalize: L2-normalise both modalities.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: tile size of the similarity engine (None: automatic).
+        gather_distributed: under torch.distributed, contrast the local rows against the global
+            batch with correct gradients (see :func:`info_nce`); a no-op on one process.
 
     Examples:
         >>> import torch
@@ -84,6 +88,7 @@ class CLIPLoss(nn.Module):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        gather_distributed: bool = False,
     ) -> None:
         super().__init__()
         check_reduction(reduction)
@@ -92,6 +97,7 @@ class CLIPLoss(nn.Module):
         self.normalize = normalize
         self.reduction: Reduction = reduction
         self.chunk_size = chunk_size
+        self.gather_distributed = gather_distributed
 
     def forward(self, a: Tensor, b: Tensor, positive_ids: Tensor | None = None) -> Tensor:
         """Symmetric loss of paired ``(B, d)`` embeddings of two modalities."""
@@ -103,4 +109,5 @@ class CLIPLoss(nn.Module):
             normalize=self.normalize,
             reduction=self.reduction,
             chunk_size=self.chunk_size,
+            gather_distributed=self.gather_distributed,
         )

@@ -20,6 +20,7 @@ from contrastkit._checks import (
     check_same_dim,
     reduce,
 )
+from contrastkit.distributed import all_gather_with_grad
 from contrastkit.engine import Pairs, pairwise_lse, safe_logaddexp, safe_logsumexp
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
 
@@ -36,6 +37,7 @@ def info_nce(
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
     check_values: bool = True,
+    gather_distributed: bool = False,
 ) -> Tensor:
     """InfoNCE loss of paired rows ``(a_i, b_i)`` against the other rows of ``b``.
 
@@ -64,13 +66,21 @@ def info_nce(
             symmetric).
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
         check_values: check for NaN/inf (a host sync); switch off once inputs are trusted.
+        gather_distributed: under torch.distributed, contrast this rank's rows against the
+            **global** batch: ``b`` (and ``a`` when symmetric) is gathered from every rank with
+            gradient (:func:`contrastkit.distributed.all_gather_with_grad`), the loss covers the
+            local anchors only. With DDP's gradient averaging the gradients then equal those of
+            the single-process loss on the whole global batch (open_clip's
+            ``local_loss=True, gather_with_grad=True``). Every rank must call the loss with the
+            same batch size. A no-op without a multi-rank process group.
 
     Returns:
         The loss (scalar, or ``(B,)`` with ``reduction='none'``), fp32 for half inputs.
 
     Raises:
         ValueError: on mismatched shapes, fewer than 2 rows without extra negatives, non-finite
-            values, a temperature ≤ 0 or a bad reduction.
+            values, a temperature ≤ 0, a bad reduction, or ``gather_distributed`` together with
+            ``negatives`` or ``positive_ids``.
 
     Peers: equals info-nce-pytorch ``InfoNCE`` without extra negatives. With ``negative_keys``
     that package contrasts against those keys *only*; here the other in-batch positives stay
@@ -114,6 +124,15 @@ def info_nce(
     za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d)
     queries = scale_by_temperature(za, temperature)  # (B, d), = a / τ
     positive = (queries * zb).sum(-1)  # (B,) s_ii
+    if gather_distributed:
+        if negatives is not None or positive_ids is not None:
+            raise ValueError(
+                "gather_distributed: not supported together with negatives or positive_ids"
+            )
+        return reduce(
+            _global_batch_losses(queries, za, zb, positive, temperature, symmetric, chunk_size),
+            reduction,
+        )
     # With ids, every same-id pair (the positive included) leaves the engine's sum and the
     # positive is added back: the denominator is then {positive} ∪ non-duplicates.
     pairs = Pairs(row_ids=positive_ids, col_ids=positive_ids) if positive_ids is not None else None
@@ -141,6 +160,33 @@ def info_nce(
     return reduce(losses, reduction)
 
 
+def _global_batch_losses(
+    queries: Tensor,
+    za: Tensor,
+    zb: Tensor,
+    positive: Tensor,
+    temperature: float | Tensor,
+    symmetric: bool,
+    chunk_size: int | None,
+) -> Tensor:
+    """Per-local-row losses against the rows of every rank (see ``gather_distributed``).
+
+    The b→a direction of a symmetric loss is the column log-sum-exp of ``S = A Bᵀ / τ``; for
+    this rank's columns it is the row log-sum-exp of ``(b_j / τ)`` against all of ``a``.
+    """
+    all_b = all_gather_with_grad(zb)  # (W·B, d)
+    row = pairwise_lse(queries, all_b, rows=True, columns=False, chunk_size=chunk_size).rows
+    assert row is not None
+    losses = row.lse - positive  # (B,)
+    if symmetric:
+        all_a = all_gather_with_grad(za)  # (W·B, d)
+        back = scale_by_temperature(zb, temperature)
+        col = pairwise_lse(back, all_a, rows=True, columns=False, chunk_size=chunk_size).rows
+        assert col is not None
+        losses = 0.5 * (losses + (col.lse - positive))
+    return losses
+
+
 class InfoNCELoss(nn.Module):
     """Module wrapper of :func:`info_nce`; see it for the formula and conventions.
 
@@ -162,6 +208,7 @@ class InfoNCELoss(nn.Module):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        gather_distributed: bool = False,
     ) -> None:
         super().__init__()
         validate_temperature(temperature)
@@ -171,6 +218,7 @@ class InfoNCELoss(nn.Module):
         self.normalize = normalize
         self.reduction: Reduction = reduction
         self.chunk_size = chunk_size
+        self.gather_distributed = gather_distributed
 
     def forward(
         self,
@@ -190,4 +238,5 @@ class InfoNCELoss(nn.Module):
             normalize=self.normalize,
             reduction=self.reduction,
             chunk_size=self.chunk_size,
+            gather_distributed=self.gather_distributed,
         )
