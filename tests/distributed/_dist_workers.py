@@ -42,6 +42,28 @@ def loss_and_grads(rank: int, world: int, store_file: str, out_dir: str, case: d
             symmetric=case["symmetric"],
             chunk_size=case["chunk_size"],
         )
+        if case.get("loss") == "siglip":
+            bias = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
+            loss = ck.siglip(
+                a,
+                b,
+                temperature=log_t.exp(),
+                bias=bias,
+                chunk_size=case["chunk_size"],
+                gather_distributed=True,
+            )
+            loss.backward()
+            torch.save(
+                {
+                    "loss": loss.detach(),
+                    "a": a.grad,
+                    "b": b.grad,
+                    "log_t": log_t.grad,
+                    "bias": bias.grad,
+                },
+                Path(out_dir) / f"rank{rank}.pt",
+            )
+            return
         if case["gather"] == "with_grad":
             loss = ck.info_nce(a, b, gather_distributed=True, **kwargs)
         else:  # the bug: gathered rows are constants

@@ -92,6 +92,39 @@ def test_gathered_loss_and_gradients_equal_the_global_batch(tmp_path, world, sym
     torch.testing.assert_close(torch.stack([r["log_t"] for r in ranks]).mean(), grad_t)
 
 
+def _siglip_reference(a, b, tau, bias):
+    """Float64 loop: -(1/N) Σ_i Σ_j log σ(y_ij (<â_i, b̂_j>/τ + bias)), y = +1 iff i = j."""
+    n = a.shape[0]
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            x = (a[i] / a[i].norm()) @ (b[j] / b[j].norm()) / tau + bias
+            total = total - torch.nn.functional.logsigmoid(x if i == j else -x)
+    return total / n
+
+
+@pytest.mark.parametrize(("world", "chunk_size"), [(2, None), (3, 5)])
+def test_gathered_siglip_equals_the_global_batch(tmp_path, world, chunk_size):
+    case = {**_case(True, chunk_size), "loss": "siglip"}
+    ranks = _rank_results(_run(tmp_path, loss_and_grads, world, case), world)
+    g = torch.Generator().manual_seed(case["seed"])
+    n = case["rows_per_rank"] * world
+    a = torch.randn(n, case["dim"], generator=g, dtype=torch.float64).requires_grad_(True)
+    b = torch.randn(n, case["dim"], generator=g, dtype=torch.float64).requires_grad_(True)
+    log_t = torch.tensor(case["log_temperature"], dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
+    loss = _siglip_reference(a, b, log_t.exp(), bias)
+    loss.backward()
+    rows_per_rank = case["rows_per_rank"]
+    torch.testing.assert_close(torch.stack([r["loss"] for r in ranks]).mean(), loss.detach())
+    for rank, r in enumerate(ranks):
+        rows = slice(rank * rows_per_rank, (rank + 1) * rows_per_rank)
+        torch.testing.assert_close(r["a"] / world, a.grad[rows])
+        torch.testing.assert_close(r["b"] / world, b.grad[rows])
+    torch.testing.assert_close(torch.stack([r["log_t"] for r in ranks]).mean(), log_t.grad)
+    torch.testing.assert_close(torch.stack([r["bias"] for r in ranks]).mean(), bias.grad)
+
+
 def test_plain_all_gather_gives_wrong_gradients(tmp_path):
     """Negative control: the same loss with constants for the other ranks' rows."""
     world, case = 2, _case(True, None, gather="no_grad")
@@ -119,6 +152,9 @@ def test_single_process_is_a_no_op():
             ck.info_nce(a, b, symmetric=symmetric),
         )
     torch.testing.assert_close(ck.CLIPLoss(gather_distributed=True)(a, b), ck.CLIPLoss()(a, b))
+    torch.testing.assert_close(
+        ck.siglip(a, b, gather_distributed=True, chunk_size=4), ck.siglip(a, b)
+    )
 
 
 def test_gather_with_negatives_or_ids_is_rejected():

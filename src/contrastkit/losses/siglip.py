@@ -23,6 +23,7 @@ from contrastkit._checks import (
     check_reduction,
     reduce,
 )
+from contrastkit.distributed import all_gather_with_grad
 from contrastkit.engine import DENSE_MAX_PAIRS, default_tile
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
 from contrastkit.temperature import LearnableTemperature
@@ -38,6 +39,7 @@ def siglip(
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
     check_values: bool = True,
+    gather_distributed: bool = False,
 ) -> Tensor:
     """Sigmoid loss over all ``B × B`` pairs, normalised by ``B``.
 
@@ -64,6 +66,12 @@ def siglip(
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-anchor row sums ``ℓ_i``).
         chunk_size: None picks automatically; an int forces the chunked path with that tile.
         check_values: check for NaN/inf (a host sync).
+        gather_distributed: under torch.distributed, pair this rank's rows of ``a`` with the
+            ``b`` rows of **every** rank (gathered with gradient); each pair of the global batch
+            is then counted on exactly one rank, and with DDP's gradient averaging the
+            gradients equal those of the single-process loss on the global batch. A no-op
+            without a multi-rank process group. (SigLIP's paper exchanges ``b`` chunks in a
+            ring instead; the sum is the same.)
 
     Returns:
         Scalar loss, or ``(B,)`` with ``reduction='none'``.
@@ -93,19 +101,21 @@ def siglip(
     queries = scale_by_temperature(za, temperature)  # (B, d)
     bias_t = torch.as_tensor(bias, dtype=queries.dtype, device=queries.device)
     positive = (queries * zb).sum(-1) + bias_t  # (B,) x_ii
-    n = za.shape[0]
-    if chunk_size is None and n * n <= DENSE_MAX_PAIRS:
-        softplus_rows = _softplus_rows(queries, zb, bias_t)
+    # Σ_j over the global batch: the positive column is among the keys either way.
+    keys = all_gather_with_grad(zb) if gather_distributed else zb  # (m, d), m = W·B or B
+    n, m = za.shape[0], keys.shape[0]
+    if chunk_size is None and n * m <= DENSE_MAX_PAIRS:
+        softplus_rows = _softplus_rows(queries, keys, bias_t)
     else:
         tile = chunk_size or default_tile(queries.device)
         parts = []
         for r0 in range(0, n, tile):
             row_sum = queries.new_zeros(min(tile, n - r0))
-            for c0 in range(0, n, tile):
+            for c0 in range(0, m, tile):
                 row_sum = row_sum + checkpoint(
                     _softplus_rows,
                     queries[r0 : r0 + tile],
-                    zb[c0 : c0 + tile],
+                    keys[c0 : c0 + tile],
                     bias_t,
                     use_reentrant=False,
                 )
@@ -135,6 +145,7 @@ class SigLIPLoss(nn.Module):
         normalize: L2-normalise first.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: tile size of the chunked path (None: automatic).
+        gather_distributed: pair local rows with every rank's rows (see :func:`siglip`).
 
     Examples:
         >>> loss_fn = SigLIPLoss()
@@ -149,6 +160,7 @@ class SigLIPLoss(nn.Module):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        gather_distributed: bool = False,
     ) -> None:
         super().__init__()
         check_reduction(reduction)
@@ -161,6 +173,7 @@ class SigLIPLoss(nn.Module):
         self.normalize = normalize
         self.reduction: Reduction = reduction
         self.chunk_size = chunk_size
+        self.gather_distributed = gather_distributed
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """Sigmoid loss of paired ``(B, d)`` embeddings."""
@@ -172,4 +185,5 @@ class SigLIPLoss(nn.Module):
             normalize=self.normalize,
             reduction=self.reduction,
             chunk_size=self.chunk_size,
+            gather_distributed=self.gather_distributed,
         )
