@@ -91,6 +91,53 @@ def loss_and_grads(rank: int, world: int, store_file: str, out_dir: str, case: d
         dist.destroy_process_group()
 
 
+def supcon_loss_and_grads(rank: int, world: int, store_file: str, out_dir: str, case: dict) -> None:
+    """Each rank: its shard of a global (N, V, d) batch (and labels) → supcon → grads."""
+    import contrastkit as ck
+
+    _init(rank, world, store_file)
+    try:
+        emb_all, labels_all = supcon_batch(case, world)
+        emb = _shard(emb_all, rank, world).requires_grad_(True)
+        labels = None if labels_all is None else _shard(labels_all, rank, world)
+        log_t = torch.tensor(case["log_temperature"], dtype=torch.float64, requires_grad=True)
+        module_loss = ck.SupConLoss(
+            temperature=float(log_t.exp()),
+            contrast_mode=case["contrast_mode"],
+            chunk_size=case["chunk_size"],
+            gather_distributed=True,
+        )(emb.detach(), labels)
+        loss = ck.supcon(
+            emb,
+            labels,
+            temperature=log_t.exp(),
+            contrast_mode=case["contrast_mode"],
+            chunk_size=case["chunk_size"],
+            gather_distributed=True,
+        )
+        loss.backward()
+        torch.save(
+            {
+                "loss": loss.detach(),
+                "module_loss": module_loss,
+                "emb": emb.grad,
+                "log_t": log_t.grad,
+            },
+            Path(out_dir) / f"rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def supcon_batch(case: dict, world: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The global float64 batch of a supcon case: ``(N, V, d)`` embeddings and labels."""
+    g = torch.Generator().manual_seed(case["seed"])
+    n = case["rows_per_rank"] * world
+    emb = torch.randn(n, case["views"], case["dim"], generator=g, dtype=torch.float64)
+    labels = case["labels"]
+    return emb, None if labels is None else torch.tensor(labels[:n])
+
+
 def mismatched_shapes(rank: int, world: int, store_file: str, out_dir: str) -> None:
     """Ranks pass different batch sizes: every rank must get the same clear ValueError."""
     from contrastkit.distributed import all_gather_with_grad

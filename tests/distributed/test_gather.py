@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from _dist_workers import loss_and_grads, mismatched_shapes
+from _dist_workers import loss_and_grads, mismatched_shapes, supcon_batch, supcon_loss_and_grads
 
 import contrastkit as ck
 from contrastkit.distributed import all_gather_with_grad, is_distributed
@@ -123,6 +123,66 @@ def test_gathered_siglip_equals_the_global_batch(tmp_path, world, chunk_size):
         torch.testing.assert_close(r["b"] / world, b.grad[rows])
     torch.testing.assert_close(torch.stack([r["log_t"] for r in ranks]).mean(), log_t.grad)
     torch.testing.assert_close(torch.stack([r["bias"] for r in ranks]).mean(), bias.grad)
+
+
+def _supcon_reference(emb, labels, tau, contrast_mode):
+    """Float64 loop of L_sup_out on the global batch (mean over anchors with a positive)."""
+    n, views = emb.shape[:2]
+    z = [emb[i, v] / emb[i, v].norm() for v in range(views) for i in range(n)]  # views-major
+    lab = [int(labels[i]) if labels is not None else i for v in range(views) for i in range(n)]
+    anchors = range(len(z)) if contrast_mode == "all" else range(n)
+    losses = []
+    for i in anchors:
+        others = [k for k in range(len(z)) if k != i]
+        pos = [p for p in others if lab[p] == lab[i]]
+        if not pos:
+            continue
+        lse = torch.logsumexp(torch.stack([z[i] @ z[k] / tau for k in others]), 0)
+        losses.append(-sum(z[i] @ z[p] / tau - lse for p in pos) / len(pos))
+    return torch.stack(losses).mean()
+
+
+_SUPCON_CASES = [
+    # two views, shared classes
+    (
+        2,
+        {
+            "views": 2,
+            "labels": [0, 1, 2, 0, 1, 2, 0, 1],
+            "contrast_mode": "all",
+            "chunk_size": None,
+        },
+    ),
+    # one view: some anchors have no positive, and ranks count different numbers of them
+    (
+        3,
+        {
+            "views": 1,
+            "labels": [5, 6, 7, 0, 0, 1, 1, 2, 2, 0, 3, 4],
+            "contrast_mode": "all",
+            "chunk_size": 3,
+        },
+    ),
+    # no labels (SimCLR positives = other views), view 0 as anchors
+    (2, {"views": 2, "labels": None, "contrast_mode": "one", "chunk_size": 2}),
+]
+
+
+@pytest.mark.parametrize(("world", "extra"), _SUPCON_CASES)
+def test_gathered_supcon_equals_the_global_batch(tmp_path, world, extra):
+    case = {"seed": 5, "rows_per_rank": 4, "dim": 6, "log_temperature": math.log(0.4), **extra}
+    ranks = _rank_results(_run(tmp_path, supcon_loss_and_grads, world, case), world)
+    emb_all, labels_all = supcon_batch(case, world)
+    emb = emb_all.clone().requires_grad_(True)
+    log_t = torch.tensor(case["log_temperature"], dtype=torch.float64, requires_grad=True)
+    loss = _supcon_reference(emb, labels_all, log_t.exp(), case["contrast_mode"])
+    loss.backward()
+    n = case["rows_per_rank"]
+    torch.testing.assert_close(torch.stack([r["loss"] for r in ranks]).mean(), loss.detach())
+    torch.testing.assert_close(torch.stack([r["module_loss"] for r in ranks]).mean(), loss.detach())
+    for rank, r in enumerate(ranks):
+        torch.testing.assert_close(r["emb"] / world, emb.grad[rank * n : (rank + 1) * n])
+    torch.testing.assert_close(torch.stack([r["log_t"] for r in ranks]).mean(), log_t.grad)
 
 
 def test_plain_all_gather_gives_wrong_gradients(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
 from contrastkit._checks import (
@@ -20,6 +21,7 @@ from contrastkit._checks import (
     check_reduction,
     reduce,
 )
+from contrastkit.distributed import all_gather_with_grad, is_distributed
 from contrastkit.engine import Pairs, pairwise_lse
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
 
@@ -36,8 +38,12 @@ def supcon_per_anchor(
     normalize: bool = True,
     chunk_size: int | None = None,
     check_values: bool = True,
+    gather_distributed: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Per-anchor SupCon losses and the mask of anchors that have a positive.
+
+    With ``gather_distributed`` (and a multi-rank process group) the anchors are this rank's
+    views and the contrast set is every rank's views (gathered with gradient, labels too).
 
     Returns:
         ``(losses, has_positive)``, both ``(num_anchors,)``; anchors without a positive have
@@ -62,24 +68,30 @@ def supcon_per_anchor(
 
     # Views-major order, as SupContrast: [view 0 of all samples; view 1; ...].
     z = prepare(embeddings, normalize).transpose(0, 1).reshape(views * batch, -1)  # (VB, d)
-    if labels is None:
-        labels = torch.arange(batch, device=z.device)  # SimCLR: positives = other views
+    distributed = gather_distributed and is_distributed()
+    rank = dist.get_rank() if distributed else 0
+    if labels is None:  # SimCLR: positives = other views; sample ids unique across ranks
+        labels = torch.arange(batch, device=z.device) + rank * batch
     row_labels = labels.repeat(views) if labels.ndim == 1 else labels.repeat(views, 1)
     anchors = z if contrast_mode == "all" else z[:batch]  # (A, d)
     num_anchors = anchors.shape[0]
-    positions = torch.arange(views * batch, device=z.device)
+    # The contrast set: this rank's views, or every rank's (rank-major) with gradient.
+    candidates = all_gather_with_grad(z) if distributed else z  # (W·VB, d)
+    col_labels = all_gather_with_grad(row_labels) if distributed else row_labels
+    positions = torch.arange(candidates.shape[0], device=z.device)
+    offset = rank * views * batch  # this rank's first column
     pairs = Pairs(
-        row_ids=positions[:num_anchors],  # anchor i sits at column i: self-pair excluded
+        row_ids=positions[offset : offset + num_anchors],  # anchor i's own column: excluded
         col_ids=positions,
         row_labels=row_labels[:num_anchors],
-        col_labels=row_labels,
+        col_labels=col_labels,
     )
     stats = pairwise_lse(
-        scale_by_temperature(anchors, temperature), z, pairs, chunk_size=chunk_size
+        scale_by_temperature(anchors, temperature), candidates, pairs, chunk_size=chunk_size
     ).rows
     assert stats is not None and stats.weighted_sum is not None and stats.weight_total is not None
     has_positive = stats.weight_total > 0  # (A,) |P(i)| > 0
-    if check_values and not bool(has_positive.any()):
+    if check_values and not bool(_global_count(has_positive, distributed) > 0):
         raise ValueError(
             "labels: no anchor has a positive (every label is unique and there is one view); "
             "SupCon needs at least two rows with the same label or several views"
@@ -93,6 +105,26 @@ def supcon_per_anchor(
         base_temperature=base_temperature,
     )
     return losses, has_positive
+
+
+def _global_count(has_positive: Tensor, distributed: bool) -> Tensor:
+    """Number of anchors with a positive, summed over ranks when ``distributed``."""
+    count = has_positive.sum()
+    if distributed:
+        dist.all_reduce(count)
+    return count
+
+
+def mean_over_counted(losses: Tensor, has_positive: Tensor, gather_distributed: bool) -> Tensor:
+    """Mean over anchors that have a positive — over the global batch when distributed.
+
+    Distributed: ``world · Σ_local ℓ / Σ_global |counted|``, so that DDP's average over ranks is
+    the global mean even when ranks count different numbers of anchors.
+    """
+    distributed = gather_distributed and is_distributed()
+    count = _global_count(has_positive, distributed).clamp(min=1)
+    world = dist.get_world_size() if distributed else 1
+    return losses.sum() * world / count
 
 
 def multi_positive_losses(
@@ -128,6 +160,7 @@ def supcon(
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
     check_values: bool = True,
+    gather_distributed: bool = False,
 ) -> Tensor:
     """Supervised contrastive loss ``L_sup_out``.
 
@@ -159,6 +192,11 @@ def supcon(
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
         check_values: check NaN/inf and that some positive exists (host syncs).
+        gather_distributed: under torch.distributed, this rank's views are the anchors and
+            every rank's views (gathered with gradient, with their labels) the contrast set;
+            the mean runs over the anchors with a positive of **all** ranks. With DDP's
+            gradient averaging the gradients then equal those of the single-process loss on
+            the global batch. A no-op without a multi-rank process group.
 
     Returns:
         Scalar loss, or ``(num_anchors,)`` with ``reduction='none'``.
@@ -186,9 +224,10 @@ def supcon(
         normalize=normalize,
         chunk_size=chunk_size,
         check_values=check_values,
+        gather_distributed=gather_distributed,
     )
     if reduction == "mean":
-        return losses.sum() / has_positive.sum().clamp(min=1)
+        return mean_over_counted(losses, has_positive, gather_distributed)
     return reduce(losses, reduction)
 
 
@@ -197,7 +236,8 @@ class SupConLoss(nn.Module):
 
     Inputs: ``forward(embeddings, labels=None)`` with ``(B, d)`` or ``(B, V, d)`` embeddings
     and ``(B,)`` / ``(B, L)`` labels. Use it when class labels (or multi-labels) define the
-    positives; with ``labels=None`` and 2 views it is :class:`NTXentLoss`.
+    positives; with ``labels=None`` and 2 views it is :class:`NTXentLoss`. The constructor
+    takes the keyword arguments of :func:`supcon` (``gather_distributed`` included).
 
     Attributes:
         anchors_without_positive: buffer, the number of anchors of the last batch that had no
@@ -218,6 +258,7 @@ class SupConLoss(nn.Module):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        gather_distributed: bool = False,
     ) -> None:
         super().__init__()
         validate_temperature(temperature)
@@ -232,6 +273,7 @@ class SupConLoss(nn.Module):
         self.normalize = normalize
         self.reduction: Reduction = reduction
         self.chunk_size = chunk_size
+        self.gather_distributed = gather_distributed
         self.register_buffer(
             "anchors_without_positive", torch.zeros((), dtype=torch.long), persistent=False
         )
@@ -246,8 +288,9 @@ class SupConLoss(nn.Module):
             contrast_mode=self.contrast_mode,
             normalize=self.normalize,
             chunk_size=self.chunk_size,
+            gather_distributed=self.gather_distributed,
         )
         self.anchors_without_positive.copy_((~has_positive).sum())
         if self.reduction == "mean":
-            return losses.sum() / has_positive.sum().clamp(min=1)
+            return mean_over_counted(losses, has_positive, self.gather_distributed)
         return reduce(losses, self.reduction)
