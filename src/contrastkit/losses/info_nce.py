@@ -20,7 +20,7 @@ from contrastkit._checks import (
     check_same_dim,
     reduce,
 )
-from contrastkit.distributed import all_gather_with_grad
+from contrastkit.distributed import all_gather_with_grad, is_distributed
 from contrastkit.engine import Pairs, pairwise_lse, safe_logaddexp, safe_logsumexp
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
 
@@ -124,11 +124,11 @@ def info_nce(
     za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d)
     queries = scale_by_temperature(za, temperature)  # (B, d), = a / τ
     positive = (queries * zb).sum(-1)  # (B,) s_ii
-    if gather_distributed:
-        if negatives is not None or positive_ids is not None:
-            raise ValueError(
-                "gather_distributed: not supported together with negatives or positive_ids"
-            )
+    if gather_distributed and (negatives is not None or positive_ids is not None):
+        raise ValueError(
+            "gather_distributed: not supported together with negatives or positive_ids"
+        )
+    if gather_distributed and is_distributed():
         return reduce(
             _global_batch_losses(queries, za, zb, positive, temperature, symmetric, chunk_size),
             reduction,
