@@ -53,21 +53,17 @@ def _call(encoder: nn.Module, batch: Batch) -> Tensor:
 
 
 class _RNGState:
-    """The CPU and current-CUDA-device RNG states, to replay random layers exactly."""
+    """The CPU and all CUDA devices' RNG states, to replay random layers exactly."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self) -> None:
         self.cpu = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        self.device = device
+        cuda_in_use = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+        self.cuda = torch.cuda.get_rng_state_all() if cuda_in_use else None
 
     def restore(self) -> None:
         torch.set_rng_state(self.cpu)
         if self.cuda is not None:
-            torch.cuda.set_rng_state(self.cuda, self.device)
-
-
-def _first_device(batch: Batch) -> torch.device:
-    return batch.device if isinstance(batch, Tensor) else next(iter(batch.values())).device
+            torch.cuda.set_rng_state_all(self.cuda)
 
 
 def grad_cache_step(
@@ -125,10 +121,9 @@ def grad_cache_step(
     reps: list[Tensor] = []
     with torch.no_grad():
         for encoder, batch in zip(encoders, inputs, strict=True):
-            device = _first_device(batch)
             encoder_states, parts = [], []
             for rows_slice in chunks:
-                encoder_states.append(_RNGState(device))
+                encoder_states.append(_RNGState())
                 parts.append(_call(encoder, _slice(batch, rows_slice)))
             states.append(encoder_states)
             reps.append(torch.cat(parts).requires_grad_(True))  # (B, d)
@@ -138,7 +133,7 @@ def grad_cache_step(
     if not isinstance(loss, Tensor) or loss.ndim != 0:
         raise ValueError("loss_fn must return a scalar tensor (use reduction='mean' or 'sum')")
     loss.backward()  # type: ignore[no-untyped-call]
-    end_state = _RNGState(_first_device(inputs[-1]))
+    end_state = _RNGState()
 
     # Step 3: re-embed each chunk with a graph (same random masks) and push its gradient in.
     for encoder, batch, rep, encoder_states in zip(encoders, inputs, reps, states, strict=True):
