@@ -1,8 +1,9 @@
 """torch.distributed helpers: gathering embeddings across ranks with correct gradients.
 
 The losses use them through an explicit option (``gather_distributed=True`` on
-:func:`contrastkit.info_nce`, :func:`contrastkit.clip_loss` and their modules); nothing here reads
-a global flag or takes a rank or world size: both come from the initialised process group.
+:func:`contrastkit.info_nce`, :func:`contrastkit.clip_loss`, :func:`contrastkit.siglip`,
+:func:`contrastkit.supcon` and their modules); nothing here reads a global flag or takes a rank
+or world size: both come from the initialised process group.
 
 Why gradients need care: a plain ``torch.distributed.all_gather`` returns tensors without a
 graph, so the embeddings of the other ranks act as constants and each rank's encoder receives

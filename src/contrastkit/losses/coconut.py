@@ -32,7 +32,7 @@ from contrastkit._checks import (
 )
 from contrastkit.engine import TilePairs, pairwise_lse
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
-from contrastkit.losses.supcon import multi_positive_losses
+from contrastkit.losses.supcon import mean_over_counted, multi_positive_losses
 
 
 def _shares_label(row_labels: Tensor, col_labels: Tensor) -> Tensor:
@@ -232,7 +232,7 @@ def source_supcon(
         check_values=check_values,
     )
     if reduction == "mean":
-        return losses.sum() / counted.sum().clamp(min=1)
+        return mean_over_counted(losses, counted)
     return reduce(losses, reduction)
 
 

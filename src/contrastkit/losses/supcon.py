@@ -115,8 +115,12 @@ def _global_count(has_positive: Tensor, distributed: bool) -> Tensor:
     return count
 
 
-def mean_over_counted(losses: Tensor, has_positive: Tensor, gather_distributed: bool) -> Tensor:
+def mean_over_counted(
+    losses: Tensor, has_positive: Tensor, gather_distributed: bool = False
+) -> Tensor:
     """Mean over anchors that have a positive — over the global batch when distributed.
+
+    Shared by SupCon and its variants (COCONUT, SupReMix).
 
     Distributed: ``world · Σ_local ℓ / Σ_global |counted|``, so that DDP's average over ranks is
     the global mean even when ranks count different numbers of anchors.

@@ -32,7 +32,7 @@ from contrastkit._checks import (
 from contrastkit.engine import SideStats, TilePairs, pairwise_lse, safe_logsumexp
 from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
 from contrastkit.losses.mixco import sample_beta
-from contrastkit.losses.supcon import multi_positive_losses
+from contrastkit.losses.supcon import mean_over_counted, multi_positive_losses
 
 LabelWeight = Callable[[Tensor], Tensor]
 
@@ -370,7 +370,7 @@ def supremix(
         check_values=check_values,
     )
     if reduction == "mean":
-        return losses.sum() / has_positive.sum().clamp(min=1)
+        return mean_over_counted(losses, has_positive)
     return reduce(losses, reduction)
 
 
