@@ -1,6 +1,6 @@
 """Gradient caching: peak memory and time of one training step, full batch vs grad_cache_step.
 
-The encoder is the trainer's CNN (`contrastkit.train.encoder.ContrastiveModel`, two views of
+The encoder is the trainer's CNN (`SmallCNN` + `projection_head`, two views of
 28×28 images through one encoder, InfoNCE, symmetric). Each configuration runs in a fresh
 process, after a warm-up step on 256 rows. Memory is the peak of
 `torch.cuda.max_memory_allocated` on a GPU, else the growth of the process's peak resident set
@@ -28,10 +28,11 @@ def one(device: str, batch: int, chunk: int) -> dict[str, float]:
     import torch
 
     import contrastkit as ck
-    from contrastkit.train.encoder import ContrastiveModel
+    from contrastkit.train.encoder import SmallCNN, projection_head
 
     torch.manual_seed(0)
-    model = ContrastiveModel(width=32, pool="fc").to(device)
+    model = torch.nn.Sequential(SmallCNN(width=32, pool="fc"), projection_head(128, 128, 64))
+    model = model.to(device)
     views = [torch.rand(batch, 1, 28, 28, device=device) for _ in range(2)]
 
     def loss_fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

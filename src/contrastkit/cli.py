@@ -15,6 +15,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("contrastkit.train.cli", "main_train", "train an encoder from a recipe or config"),
     "recipes": ("contrastkit.train.cli", "main_recipes", "list the shipped training recipes"),
     "eval": ("contrastkit.train.cli", "main_eval", "re-evaluate a run directory's checkpoint"),
+    "embed": ("contrastkit.train.cli", "main_embed", "write a trained encoder's embeddings (.npy)"),
     "analyze": ("contrastkit.analyze.cli", "main", "diagnose an embedding set: JSON + HTML report"),
 }
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from contrastkit.data.augment import AugmentConfig, ViewGenerator, build_augmentation, step_seed
@@ -64,8 +65,26 @@ def test_defaults_match_the_training_config() -> None:
     from contrastkit.train.config import DEFAULTS
 
     cfg = AugmentConfig()
-    augment = DEFAULTS["augment"]
+    # the image pipeline's keys; vector_* configure VectorAugment (precomputed embeddings)
+    augment = {k: v for k, v in DEFAULTS["augment"].items() if not k.startswith("vector_")}
     assert sorted(augment) == sorted(f.name for f in fields(AugmentConfig))
     for name, value in augment.items():
         expected = tuple(value) if isinstance(value, list) else value
         assert getattr(cfg, name) == expected, name
+
+
+def test_vector_views_drop_and_jitter_features_deterministically() -> None:
+    from contrastkit.data.augment import VectorAugment, ViewGenerator
+
+    x = torch.randn(256, 32) * torch.linspace(0.1, 10, 32)  # features of very different scales
+    gen = ViewGenerator(VectorAugment(noise=0.1, dropout=0.25), seed=3)
+    a, b = gen(x, epoch=0, step=5)
+    again = gen(x, epoch=0, step=5)
+    assert torch.equal(a, again[0]) and torch.equal(b, again[1]) and not torch.equal(a, b)
+    dropped = (a == 0).float().mean()
+    assert 0.2 < float(dropped) < 0.3  # about a quarter of the features zeroed
+    kept = a != 0
+    rel = ((a - x)[kept].abs() / x.std(0).expand_as(x)[kept]).mean()
+    assert 0.05 < float(rel) < 0.15  # noise scaled to each feature's spread (E|N(0, .1)| = .08)
+    with pytest.raises(ValueError, match="dropout"):
+        VectorAugment(dropout=1.0)

@@ -82,6 +82,7 @@ def test_real_fashion_mnist() -> None:
     assert torch.equal(torch.bincount(yt), torch.full((10,), 1000))
     assert len(CLASS_NAMES) == 10
     ds = FashionMNIST.load("test", indices=torch.tensor([5, 9]))
-    imgs, labels, index = ds.batch(torch.tensor([1, 0]))
-    assert torch.equal(labels, yt[[9, 5]]) and torch.equal(index, torch.tensor([1, 0]))
+    b = ds.batch(torch.tensor([1, 0]))
+    assert b.inputs.shape == (2, 1, 28, 28) and b.paired is None and b.texts is None
+    assert torch.equal(b.labels, yt[[9, 5]]) and torch.equal(b.index, torch.tensor([1, 0]))
     assert torch.equal(ds.source_index, torch.tensor([5, 9]))

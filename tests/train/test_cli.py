@@ -22,7 +22,7 @@ def test_train_errors_are_clear_and_exit_2(tmp_path: Path, capsys) -> None:  # t
     assert main_train(["--recipe", "nope"]) == 2
     assert "unknown recipe 'nope'" in capsys.readouterr().err
     assert main_train(["--recipe", "simclr-fmnist", "--set", "objective.name=Nope"]) == 2
-    assert "objective.name: unknown objective 'Nope'" in capsys.readouterr().err
+    assert "objectives.main.name: unknown objective 'Nope'" in capsys.readouterr().err
     assert main_train(["--recipe", "simclr-fmnist", "--set", "train.epochs=many"]) == 2
     assert "train.epochs: expected int" in capsys.readouterr().err
     code = main_train(

@@ -45,7 +45,11 @@ def test_set_values_parse_as_toml() -> None:
         ({"train.epochs": 2.5}, "train.epochs"),
         ({"train.progress": 1}, "train.progress"),
         ({"optim.name": "lamb"}, "optim.name"),
-        ({"objective.pairing": "audio"}, "objective.pairing"),
+        ({"objective.pairing": "audio"}, "objectives.main.pairing"),
+        ({"objectives.ce.weight": "high"}, "objectives.ce.weight"),
+        ({"objectives.ce.wieght": 1.0}, "objectives.ce.wieght"),
+        ({"train.precision": "fp8"}, "train.precision"),
+        ({"data.format": "parquet"}, "data.format"),
         ({"budget": "huge"}, "budget"),
     ],
 )
@@ -70,3 +74,37 @@ def test_dumps_roundtrips() -> None:
     import tomllib
 
     assert C.resolve(tomllib.loads(C.dumps(cfg))) == cfg
+
+
+def test_objective_is_short_for_objectives_main() -> None:
+    raw = {"objective": {"name": "DCLLoss", "params": {"temperature": 0.3}}}
+    cfg = C.resolve(raw, {"objectives.ce.name": "CrossEntropy", "objectives.ce.weight": 0.5})
+    assert list(cfg["objectives"]) == ["main", "ce"]
+    assert cfg["objectives"]["main"] == {
+        "name": "DCLLoss",
+        "weight": 1.0,
+        "params": {"temperature": 0.3},
+        "pairing": "views",
+        "positive_ids": "none",
+    }
+    assert cfg["objectives"]["ce"]["weight"] == 0.5 and cfg["objectives"]["ce"]["params"] == {}
+    assert C.resolve({}, {"objective.params.temperature": 0.2})["objectives"]["main"]["params"] == {
+        "temperature": 0.2
+    }
+    assert C.resolve({})["objectives"] == {"main": dict(C.TERM_DEFAULTS)}  # InfoNCE by default
+    with pytest.raises(ConfigError, match="not both"):
+        C.resolve({"objective": {}, "objectives": {"main": {}}})
+
+
+def test_switching_objective_drops_params_it_does_not_accept() -> None:
+    # the documented example: the recipe's symmetric = true must not break DCLLoss
+    raw = C.load_toml(C.recipe_path("simclr-fmnist"))
+    assert raw["objective"]["params"]["symmetric"] is True
+    with pytest.warns(UserWarning, match=r"DCLLoss takes no \['symmetric'\]"):
+        cfg = C.resolve(raw, {"objective.name": "DCLLoss"})
+    assert cfg["objectives"]["main"]["params"] == {"temperature": 0.1}
+    # params given on the command line are never dropped silently: they reach the constructor
+    cfg = C.resolve(raw, {"objective.name": "DCLLoss", "objective.params": {"symmetric": True}})
+    assert cfg["objectives"]["main"]["params"] == {"symmetric": True}
+    # no rename, no drop
+    assert C.resolve(raw)["objectives"]["main"]["params"]["symmetric"] is True

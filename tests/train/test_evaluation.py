@@ -13,23 +13,6 @@ def _blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return centers[y] + torch.randn(n, 8, generator=g), y
 
 
-def test_local_fallbacks_agree_with_contrastkit_metrics() -> None:
-    from contrastkit import metrics
-    x, y = _blobs(300, 0)
-    xt, yt = _blobs(120, 1)
-    assert evaluation._local_knn_accuracy(x, y, xt, yt, k=20) == metrics.knn_accuracy(
-        x, y, xt, yt, k=20
-    )
-    assert (
-        evaluation._local_linear_probe(x, y, xt, yt).accuracy
-        == metrics.linear_probe(x, y, xt, yt).accuracy
-    )
-    assert evaluation.backends() == {
-        "knn_accuracy": "contrastkit.metrics",
-        "linear_probe": "contrastkit.metrics",
-    }
-
-
 def test_knn_reference_loop() -> None:
     # weighted kNN written with explicit loops (float64) as the reference
     x, y = _blobs(60, 2)
@@ -61,3 +44,17 @@ def test_zero_shot_accuracy() -> None:
     assert evaluation.zero_shot_accuracy(emb, labels, cls, [1, 2]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="classes"):
         evaluation.zero_shot_accuracy(emb, labels, cls[:, :3], [5])
+
+
+def test_zero_shot_table_seen_unseen_generalized() -> None:
+    cls = torch.eye(3)
+    # samples of class 0 and 1 are seen, class 2 unseen; sample 3 (class 2) looks like class 0
+    emb = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0.1, 1], [1, 0, 0.5]])
+    labels = torch.tensor([0, 1, 2, 2])
+    zs = evaluation.zero_shot_table(emb, labels, cls, [0, 1])
+    assert zs["unseen_classes"] == [2]
+    assert zs["seen_way"] == 1.0 and zs["unseen_way"] == 1.0  # one class only: trivially right
+    assert zs["generalized_seen"] == 1.0 and zs["generalized_unseen"] == 0.5
+    assert zs["generalized_h"] == pytest.approx(2 * 0.5 / 1.5)
+    assert zs["all_way"] == 0.75
+    assert "generalized_h" not in evaluation.zero_shot_table(emb, labels, cls, [])

@@ -42,10 +42,13 @@ def test_recipe_runs_and_writes_run_directory(recipe: str, tmp_path: Path) -> No
         "plots/loss.png",
         "plots/temperature.png",
         "plots/metrics.png",
+        "plots/geometry.png",
+        "metrics.csv",
+        "checkpoints/last.pt.sha256",
     ]:
         assert (run / name).is_file(), name
     on_disk = json.loads((run / "results.json").read_text())
-    assert on_disk["steps"] == 3 and on_disk["objective"] == cfg["objective"]["name"]
+    assert on_disk["steps"] == 3 and on_disk["objective"] == cfg["objectives"]["main"]["name"]
     encoders = [r["encoder"] for r in results["rows"]]
     assert encoders[1:] == ["random-init encoder", "raw pixels"]
     for row in results["rows"]:
@@ -53,7 +56,8 @@ def test_recipe_runs_and_writes_run_directory(recipe: str, tmp_path: Path) -> No
     if recipe == "cwcl-zeroshot":
         zs = results["zero_shot"]
         assert zs["unseen_classes"] == [2, 5, 9] and 0.0 <= zs["unseen_way"] <= 1.0
+        assert 0.0 <= zs["generalized_h"] <= 1.0
     if recipe == "longtail-fmnist":
         # long-tailed training set: 6000 * sum(100^(-c/9)) images, head class 100x the tail
-        assert results["train_images"] == sum(int(6000 * 100 ** (-c / 9)) for c in range(10))
+        assert results["train_rows"] == sum(int(6000 * 100 ** (-c / 9)) for c in range(10))
     assert "trained (" in (run / "report.md").read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import signal
 import subprocess
@@ -26,6 +27,13 @@ def _losses(run: Path) -> list[tuple[str, int, float | None, float | None]]:
         r = json.loads(line)
         out.append((r["kind"], r["step"], r.get("loss"), r.get("knn_acc") or r.get("temperature")))
     return out
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and "loss" in rows[0]
+    return [{k: v for k, v in r.items() if k != "images_per_s"} for r in rows]
 
 
 def _assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -68,14 +76,16 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> 
     run_cli("train", "--resume", str(killed))
 
     a, b = load(full / "checkpoints" / "final.pt"), load(killed / "checkpoints" / "final.pt")
-    _assert_same_state(a["model"], b["model"])
-    _assert_same_state(a["objective"], b["objective"])  # the learnable temperature
+    _assert_same_state(a["model"], b["model"])  # encoder, heads and the learnable temperature
+    assert any(k.startswith("objectives.main.") for k in a["model"])
     assert a["position"] == b["position"]
     for sa, sb in zip(
         a["optimizer"]["state"].values(), b["optimizer"]["state"].values(), strict=True
     ):
         _assert_same_state(sa, sb)
     assert _losses(full) == _losses(killed)  # every logged loss / temperature / epoch kNN
+    # the CSV log is rebuilt from the truncated JSONL: equal too (but for the throughput)
+    assert _csv(full / "metrics.csv") == _csv(killed / "metrics.csv")
     ra = json.loads((full / "results.json").read_text())
     rb = json.loads((killed / "results.json").read_text())
     assert ra["rows"] == [

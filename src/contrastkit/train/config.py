@@ -1,8 +1,10 @@
 """Training configuration: TOML recipes, defaults, budgets, ``--set`` overrides and validation.
 
-A config is a nested dict. Every key must exist in :data:`DEFAULTS` (except under
-``objective.params``, checked against the objective's constructor) and keep the default's type;
-a recipe may carry ``[budgets.NAME]`` tables of dotted overrides selected by ``budget = "NAME"``.
+A config is a nested dict. Every key must exist in :data:`DEFAULTS` and keep the default's type,
+except the free tables (each term's ``params``, checked against the objective's constructor, and
+``model.encoder_kwargs``). Loss terms live in ``[objectives.NAME]`` tables (see
+:data:`TERM_DEFAULTS`); ``[objective]`` is short for ``[objectives.main]``. A recipe may carry
+``[budgets.NAME]`` tables of dotted overrides selected by ``budget = "NAME"``.
 Errors are :class:`ConfigError` (a ``ValueError``) and name the offending key.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,19 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "budget": "",
     "data": {
+        "format": "fashion-mnist",
         "root": "",
+        "path": "",
+        "test_path": "",
+        "test_fraction": 0.2,
+        "image_size": 32,
+        "channels": 3,
+        "image_key": "image",
+        "text_key": "text",
+        "label_key": "label",
+        "input_key": "x",
+        "paired_key": "",
+        "on_bad": "error",
         "train_subset": 0,
         "long_tail_ratio": 1.0,
         "seen_classes": [],
@@ -49,17 +64,25 @@ DEFAULTS: dict[str, Any] = {
         "contrast": 0.4,
         "blur_p": 0.0,
         "blur_sigma": [0.1, 1.0],
+        "vector_noise": 0.1,
+        "vector_dropout": 0.1,
     },
     "model": {
+        "encoder": "",
+        "encoder_kwargs": {},
+        "freeze_encoder": False,
         "width": 32,
         "pool": "fc",
         "feature_dim": 128,
         "stem": False,
+        "mlp_hidden": [512],
         "proj_hidden": 128,
         "proj_dim": 64,
         "head_bn": False,
+        "text_tower": "minilm-frozen",
+        "text_head": "none",
     },
-    "objective": {"name": "InfoNCELoss", "params": {}, "pairing": "views", "positive_ids": "none"},
+    "objectives": {},
     "text": {"template": "a photo of a {}.", "descriptions": []},
     "optim": {
         "name": "adamw",
@@ -78,6 +101,12 @@ DEFAULTS: dict[str, Any] = {
         "threads": 0,
         "progress": True,
         "device": "cpu",
+        "precision": "fp32",
+        "views": 2,
+        "check_finite": True,
+        "sync_batchnorm": True,
+        "csv": True,
+        "tensorboard": False,
     },
     "eval": {
         "knn_k": 200,
@@ -88,17 +117,33 @@ DEFAULTS: dict[str, Any] = {
         "epoch_knn": True,
         "epoch_knn_train": 5000,
         "epoch_knn_test": 2000,
+        "epoch_geometry": True,
         "zero_shot": False,
     },
 }
 
-_FREE_TABLES = {"objective.params"}
+# One loss term of the [objectives] table (``[objective]`` is short for ``[objectives.main]``).
+TERM_DEFAULTS: dict[str, Any] = {
+    "name": "InfoNCELoss",
+    "weight": 1.0,
+    "params": {},
+    "pairing": "views",
+    "positive_ids": "none",
+}
+DEFAULT_TERM = "main"
+
+_FREE_TABLES = {"objective.params", "model.encoder_kwargs"}
 _CHOICES = {
     "objective.pairing": ("views", "text"),
     "objective.positive_ids": ("none", "labels"),
+    "data.format": ("fashion-mnist", "image-folder", "pairs", "embeddings"),
+    "data.on_bad": ("error", "skip"),
     "optim.name": ("adamw", "sgd"),
     "model.pool": ("avg", "fc"),
+    "model.text_tower": ("minilm-frozen", "minilm"),
+    "model.text_head": ("none", "linear", "mlp"),
     "optim.schedule": ("cosine", "constant"),
+    "train.precision": ("fp32", "bf16", "fp16"),
 }
 
 
@@ -156,15 +201,31 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _alias(key: str) -> str:
+    """``objective[.x]`` is short for ``objectives.main[.x]``."""
+    if key == "objective" or key.startswith("objective."):
+        return f"objectives.{DEFAULT_TERM}" + key[len("objective") :]
+    return key
+
+
+def _generic(path: str) -> str:
+    """The key of ``path`` in the tables of choices and free tables (terms → ``objective.*``)."""
+    parts = path.split(".")
+    if len(parts) >= 3 and parts[0] == "objectives":
+        return ".".join(["objective", *parts[2:]])
+    return path
+
+
 def _set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
+    parts = _alias(key).split(".")
     node = cfg
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
-        if child is None and ".".join(parts[: i + 1]) in _FREE_TABLES:
+        prefix = ".".join(parts[: i + 1])
+        if child is None and (_generic(prefix) in _FREE_TABLES or parts[:i] == ["objectives"]):
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"{key}: unknown key (no table {'.'.join(parts[: i + 1])!r})")
+            raise ConfigError(f"{key}: unknown key (no table {prefix!r})")
         node = child
     node[parts[-1]] = value
 
@@ -178,49 +239,72 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str = "") ->
             base[key] = copy.deepcopy(value)
 
 
+def _check_type(path: str, value: Any, expected: Any) -> None:
+    if isinstance(expected, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(expected, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(expected, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(expected, str):
+        ok = isinstance(value, str)
+    elif isinstance(expected, list):
+        ok = isinstance(value, list)
+    else:  # pragma: no cover
+        ok = True
+    if not ok:
+        raise ConfigError(
+            f"{path}: expected {type(expected).__name__}, got {type(value).__name__} ({value!r})"
+        )
+    choices = _CHOICES.get(_generic(path))
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{path}: expected one of {choices}, got {value!r}")
+
+
 def _validate(cfg: Mapping[str, Any], ref: Mapping[str, Any], prefix: str = "") -> None:
     for key, value in cfg.items():
         path = f"{prefix}{key}"
         if key not in ref:
             raise ConfigError(f"{path}: unknown key; expected one of {sorted(ref)}")
         expected = ref[key]
-        if path in _FREE_TABLES:
+        if isinstance(expected, dict) or _generic(path) in _FREE_TABLES:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")
+            if path == "objectives":
+                for name, term in value.items():
+                    if not isinstance(term, Mapping):
+                        raise ConfigError(
+                            f"objectives.{name}: expected a table (name, weight, params, ...), "
+                            f"got {type(term).__name__}"
+                        )
+                    _validate(term, TERM_DEFAULTS, f"objectives.{name}.")
+            elif _generic(path) not in _FREE_TABLES:
+                _validate(value, expected, path + ".")
             continue
-        if isinstance(expected, dict):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{path}: expected a table, got {type(value).__name__}")
-            _validate(value, expected, path + ".")
-            continue
-        if isinstance(expected, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(expected, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(expected, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        elif isinstance(expected, str):
-            ok = isinstance(value, str)
-        elif isinstance(expected, list):
-            ok = isinstance(value, list)
-        else:  # pragma: no cover
-            ok = True
-        if not ok:
-            raise ConfigError(
-                f"{path}: expected {type(expected).__name__}, got {type(value).__name__} "
-                f"({value!r})"
-            )
-        if path in _CHOICES and value not in _CHOICES[path]:
-            raise ConfigError(f"{path}: expected one of {_CHOICES[path]}, got {value!r}")
+        _check_type(path, value, expected)
 
 
 def _coerce_floats(cfg: dict[str, Any], ref: Mapping[str, Any]) -> None:
     for key, value in cfg.items():
         expected = ref.get(key)
-        if isinstance(expected, dict) and isinstance(value, dict):
+        if key == "objectives" and isinstance(value, dict):
+            for term in value.values():
+                _coerce_floats(term, TERM_DEFAULTS)
+        elif isinstance(expected, dict) and isinstance(value, dict):
             _coerce_floats(value, expected)
         elif isinstance(expected, float) and isinstance(value, int):
             cfg[key] = float(value)
+
+
+def _unalias_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    if "objective" in recipe:
+        terms = recipe.setdefault("objectives", {})
+        if not isinstance(terms, dict) or DEFAULT_TERM in terms:
+            raise ConfigError(
+                f"objective: give [objective] or [objectives.{DEFAULT_TERM}], not both"
+            )
+        terms[DEFAULT_TERM] = recipe.pop("objective")
+    return recipe
 
 
 def resolve(
@@ -228,11 +312,17 @@ def resolve(
 ) -> dict[str, Any]:
     """Defaults ← recipe ← the selected budget's overrides ← ``overrides``; validated.
 
+    ``[objective]`` is short for ``[objectives.main]`` (also in ``--set objective.name=...``).
+    When ``overrides`` change a term's ``name`` but not its ``params``, the params the new
+    objective does not accept are dropped with a warning (the recipe's ``symmetric = true`` does
+    not break ``--set objective.name=DCLLoss``). A config without any term trains
+    ``InfoNCELoss``.
+
     Raises:
         ConfigError: an unknown key, a wrong type or an unknown budget, naming the key.
     """
-    recipe = dict(recipe or {})
-    overrides = dict(overrides or {})
+    recipe = _unalias_recipe(copy.deepcopy(dict(recipe or {})))
+    overrides = {_alias(k): v for k, v in dict(overrides or {}).items()}
     budgets = recipe.pop("budgets", {})
     if not isinstance(budgets, Mapping):
         raise ConfigError("budgets: expected a table of budget tables")
@@ -251,17 +341,47 @@ def resolve(
         for key, value in _flatten(budgets[budget]).items():
             _set_dotted(cfg, key, value)
     cfg["budget"] = budget
+    before = {name: dict(term) for name, term in cfg["objectives"].items()}
     for key, value in overrides.items():
         _set_dotted(cfg, key, value)
+    if not cfg["objectives"]:
+        cfg["objectives"][DEFAULT_TERM] = {}
+    for name, term in cfg["objectives"].items():
+        if not isinstance(term, dict):
+            raise ConfigError(f"objectives.{name}: expected a table, got {type(term).__name__}")
+        for key, value in TERM_DEFAULTS.items():
+            term.setdefault(key, copy.deepcopy(value))
     _validate(cfg, DEFAULTS)
     _coerce_floats(cfg, DEFAULTS)
+    for name, term in cfg["objectives"].items():
+        renamed = name in before and before[name].get("name", term["name"]) != term["name"]
+        params_set = any(k.startswith(f"objectives.{name}.params") for k in overrides)
+        if renamed and not params_set:
+            _drop_unaccepted_params(name, term)
     return cfg
+
+
+def _drop_unaccepted_params(term_name: str, term: dict[str, Any]) -> None:
+    from contrastkit.train.terms import accepted_params
+
+    accepted = accepted_params(term["name"], f"objectives.{term_name}.name")
+    if accepted is None:  # takes **kwargs
+        return
+    dropped = sorted(k for k in term["params"] if k not in accepted)
+    if dropped:
+        warnings.warn(
+            f"objectives.{term_name}: {term['name']} takes no {dropped}; dropped these "
+            "recipe params (set objective.params explicitly to keep control)",
+            stacklevel=3,
+        )
+        term["params"] = {k: v for k, v in term["params"].items() if k in accepted}
 
 
 def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in table.items():
-        if isinstance(value, Mapping) and f"{prefix}{key}" not in _FREE_TABLES:
+        path = _alias(f"{prefix}{key}")
+        if isinstance(value, Mapping) and _generic(path) not in _FREE_TABLES:
             out.update(_flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value

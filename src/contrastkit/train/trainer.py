@@ -1,30 +1,42 @@
-"""The training loop: config → run directory, with exact resume.
+"""The training loop: config → run directory, with exact resume, on one process or under torchrun.
 
 Run directory layout::
 
     config.toml        the resolved configuration
     metrics.jsonl      one JSON record per logged step ("kind": "step") and per epoch ("epoch")
-    checkpoints/       last.pt (atomic, every ``train.checkpoint_every`` steps) and final.pt
+    metrics.csv        the step records as CSV (epochs.csv: the epoch records)
+    checkpoints/       last.pt and prev.pt (atomic, checksummed), final.pt at the end
     results.json       final evaluation (and baselines)
-    plots/             loss.png, temperature.png, metrics.png
+    plots/             loss.png, temperature.png, metrics.png, geometry.png
     report.md          a short summary
+    skipped.txt        rows left out by data.on_bad = "skip", if any
 
-Exact resume: the checkpoint holds the model, objective (parameters such as a learnable
-temperature, and buffers such as per-sample state), optimizer, scheduler, global RNG states and
-the data position (epoch, step within the epoch). The sample order of each epoch is a permutation
-drawn from ``(seed, epoch)`` and the augmentation of each step from ``(seed, epoch, step, view)``,
-so a resumed run replays exactly the batches and views of an uninterrupted one.
+Exact resume: the checkpoint holds the model (encoder, heads and the loss terms' parameters and
+buffers), optimizer, scheduler, grad scaler, global RNG states and the data position (epoch,
+step within the epoch). The sample order of each epoch is a permutation drawn from
+``(seed, epoch)`` and the views of each step from ``(seed, epoch, step, view)``, so a resumed run
+replays exactly the batches and views of an uninterrupted one — also with another number of
+processes, since each global batch is the same and is split among the ranks.
+
+Nothing lost: a step that makes the loss or any weight non-finite stops the run with a clear
+error before anything is saved (the last good checkpoint stays); checkpoints rotate
+``last.pt`` → ``prev.pt`` and are verified on resume; a run directory in use is never
+overwritten unless asked.
 """
 
 from __future__ import annotations
 
-import json
+import copy
+import hashlib
 import math
 import os
 import random
+import shutil
 import sys
 import time
+import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +44,31 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from contrastkit.data.augment import AugmentConfig, ViewGenerator, build_augmentation, step_seed
-from contrastkit.data.fashion_mnist import CLASS_NAMES, FashionMNIST
+from contrastkit.data.augment import (
+    AugmentConfig,
+    VectorAugment,
+    ViewGenerator,
+    build_augmentation,
+    step_seed,
+)
+from contrastkit.data.dataset import ArrayDataset
+from contrastkit.data.sources import load_data
 from contrastkit.data.variants import class_split_indices, long_tailed_indices
 from contrastkit.train import checkpoint as ckpt
 from contrastkit.train import config as config_mod
 from contrastkit.train import evaluation
 from contrastkit.train.config import ConfigError
-from contrastkit.train.encoder import ContrastiveModel
-from contrastkit.train.objectives import Objective, build_objective, current_temperature
+from contrastkit.train.encoder import build_encoder, feature_dim
+from contrastkit.train.log import RunLog, read_records
+from contrastkit.train.model import TrainModel
+from contrastkit.train.parallel import Context, init_from_env, sync_batchnorm
+from contrastkit.train.terms import build_terms, current_temperature
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss or a weight became non-finite; the message names the step and what to do."""
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
@@ -56,26 +84,32 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_datasets(cfg: Mapping[str, Any]) -> tuple[FashionMNIST, FashionMNIST, FashionMNIST]:
-    """Build ``(train, eval_bank, test)``.
+def config_digest(cfg: Mapping[str, Any]) -> str:
+    """A hash of the resolved config (what resume compares)."""
+    return hashlib.sha256(config_mod.dumps(cfg).encode()).hexdigest()[:16]
 
-    ``train`` is the training set after its variant (class split, long tail, subset),
-    ``eval_bank`` the labelled bank for kNN / probes (the balanced train split) and ``test`` the
-    test split.
+
+def build_datasets(cfg: Mapping[str, Any]) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset]:
+    """Build ``(train, eval_bank, test)`` from ``[data]``.
+
+    ``train`` is the training split after its variant (class split, long tail, subset),
+    ``eval_bank`` the labelled bank for kNN / probes (the whole training split, or a random
+    ``eval_train_subset`` of it) and ``test`` the test split (or ``eval_test_subset`` of it).
     """
     d = cfg["data"]
-    root = d["root"] or None
-    full = FashionMNIST.load("train", root)
-    test = FashionMNIST.load("test", root)
+    full, test = load_data(d, cfg["seed"])
     train = full
     if d["seen_classes"]:
-        bad = [c for c in d["seen_classes"] if not isinstance(c, int) or not 0 <= c < 10]
-        if bad:
-            raise ConfigError(f"data.seen_classes: expected class ids in 0..9, got {bad}")
-        train = train.subset(class_split_indices(train.labels, d["seen_classes"]))
+        k = full.num_classes
+        bad = [c for c in d["seen_classes"] if not isinstance(c, int) or not 0 <= c < k]
+        if full.labels is None or bad:
+            raise ConfigError(f"data.seen_classes: expected class ids in 0..{k - 1}, got {bad}")
+        train = train.subset(class_split_indices(full.labels, d["seen_classes"]))
     if d["long_tail_ratio"] < 1:
         raise ConfigError(f"data.long_tail_ratio: expected >= 1, got {d['long_tail_ratio']}")
     if d["long_tail_ratio"] > 1:
+        if train.labels is None:
+            raise ConfigError("data.long_tail_ratio: needs labelled data")
         train = train.subset(long_tailed_indices(train.labels, d["long_tail_ratio"], cfg["seed"]))
     g = torch.Generator().manual_seed(cfg["seed"])
     if d["train_subset"] > 0:
@@ -88,17 +122,25 @@ def build_datasets(cfg: Mapping[str, Any]) -> tuple[FashionMNIST, FashionMNIST, 
     return train, bank, ev_test
 
 
-def class_texts(cfg: Mapping[str, Any]) -> list[str]:
-    """The 10 class descriptions: ``text.descriptions`` or the template over the class names."""
+def class_texts(cfg: Mapping[str, Any], class_names: tuple[str, ...]) -> list[str]:
+    """The class descriptions: ``text.descriptions`` or ``text.template`` over the class names."""
     desc = cfg["text"]["descriptions"]
     if desc:
-        if len(desc) != len(CLASS_NAMES) or not all(isinstance(s, str) for s in desc):
-            raise ConfigError(f"text.descriptions: expected {len(CLASS_NAMES)} strings")
+        if (
+            class_names
+            and len(desc) != len(class_names)
+            or not all(isinstance(s, str) for s in desc)
+        ):
+            raise ConfigError(f"text.descriptions: expected {len(class_names)} strings")
         return list(desc)
+    if not class_names:
+        raise ConfigError(
+            "text.descriptions: the data has no class names; give one description per class"
+        )
     template = cfg["text"]["template"]
     if "{}" not in template:
         raise ConfigError(f"text.template: expected a '{{}}' placeholder, got {template!r}")
-    return [template.format(name) for name in CLASS_NAMES]
+    return [template.format(name) for name in class_names]
 
 
 def augment_config(cfg: Mapping[str, Any]) -> AugmentConfig:
@@ -122,30 +164,100 @@ def augment_config(cfg: Mapping[str, Any]) -> AugmentConfig:
     )
 
 
-def build_model(cfg: Mapping[str, Any]) -> ContrastiveModel:
-    """The encoder + head, initialised from ``seed`` (the random-init baseline is reproducible)."""
+def build_views(cfg: Mapping[str, Any], data: ArrayDataset) -> ViewGenerator:
+    """The view generator for images (kornia pipeline) or vectors (dropout + noise)."""
+    if data.is_image:
+        aug: nn.Module = build_augmentation(augment_config(cfg), size=data.input_shape[-1])
+    else:
+        aug = VectorAugment(cfg["augment"]["vector_noise"], cfg["augment"]["vector_dropout"])
+    return ViewGenerator(aug, cfg["seed"])
+
+
+@dataclass
+class Setup:
+    """Everything a config builds before training: data, text, model."""
+
+    train_set: ArrayDataset
+    bank: ArrayDataset
+    test_set: ArrayDataset
+    model: TrainModel
+    class_text: list[str] | None
+    class_raw: Tensor | None
+
+
+def build(cfg: Mapping[str, Any], world_size: int = 1) -> Setup:
+    """Data, text embeddings and the model (on the CPU, initialised from ``seed``).
+
+    Raises:
+        ConfigError / DataError: naming the key or file at fault.
+    """
+    train, bank, test = build_datasets(cfg)
+    pairs_text = any(t["pairing"] == "text" for t in cfg["objectives"].values())
+    tower = cfg["model"]["text_tower"]
+    names = train.class_names
+    class_text = None
+    if (pairs_text or cfg["eval"]["zero_shot"]) and train.paired is None:
+        if cfg["eval"]["zero_shot"] or train.texts is None:
+            class_text = class_texts(cfg, names)
+        if train.texts is None:  # pair each row with its class description
+            if train.labels is None:
+                raise ConfigError("objectives: text pairing needs texts or labels in the data")
+            assert class_text is not None
+            train = replace(train, texts=[class_text[i] for i in train.labels.tolist()])
+    class_raw = None
+    text_dim = 0
+    if pairs_text or cfg["eval"]["zero_shot"]:
+        if train.paired is not None:  # precomputed second modality (embeddings format)
+            text_dim = train.paired.shape[1]
+        elif tower == "minilm-frozen":
+            from contrastkit.data.text import embed_texts
+
+            assert train.texts is not None
+            train = train.with_paired(embed_texts(train.texts))
+            text_dim = train.paired.shape[1]  # type: ignore[union-attr]
+            if class_text is not None:
+                class_raw = embed_texts(class_text)
+        else:
+            text_dim = 384
+    if (
+        cfg["eval"]["zero_shot"]
+        and class_text is None
+        and train.paired is not None
+        and tower != "minilm"
+    ):
+        raise ConfigError("eval.zero_shot: needs class descriptions (text.descriptions)")
+    terms = build_terms(
+        cfg,
+        dataset_size=len(train),
+        has_labels=train.labels is not None,
+        has_text=train.paired is not None or train.texts is not None,
+        world_size=world_size,
+    )
     m = cfg["model"]
     torch.manual_seed(cfg["seed"])
-    return ContrastiveModel(
-        1,
-        m["width"],
-        m["proj_hidden"],
-        m["proj_dim"],
-        m["pool"],
-        m["feature_dim"],
-        m["stem"],
-        m["head_bn"],
+    backbone = build_encoder(m, train.input_shape)
+    fdim = feature_dim(backbone, train.input_shape)
+    text_tower = None
+    if text_dim and tower == "minilm" and train.paired is None:
+        from contrastkit.data.text import MiniLMEncoder
+
+        text_tower = MiniLMEncoder()
+    if text_dim and m["text_head"] == "none" and text_dim != m["proj_dim"]:
+        raise ConfigError(
+            f"model.proj_dim: pairing with text of size {text_dim} needs proj_dim = {text_dim} "
+            f"or a text head (model.text_head = 'linear'); got proj_dim = {m['proj_dim']}"
+        )
+    model = TrainModel(
+        backbone,
+        fdim,
+        m,
+        terms,
+        text_dim=text_dim,
+        num_classes=max(train.num_classes, bank.num_classes),
+        text_tower=text_tower,
+        freeze_encoder=m["freeze_encoder"],
     )
-
-
-@torch.no_grad()
-def encode(module: nn.Module, images: Tensor, batch_size: int = 2048) -> Tensor:
-    """Run ``module`` in eval mode over ``images`` in batches (restores the training mode)."""
-    was_training = module.training
-    module.eval()
-    out = torch.cat([module(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
-    module.train(was_training)
-    return out
+    return Setup(train, bank, test, model, class_text, class_raw)
 
 
 class Trainer:
@@ -154,13 +266,29 @@ class Trainer:
     Args:
         cfg: a resolved config (see :mod:`contrastkit.train.config`).
         run_dir: the run directory (created if needed).
-        resume: continue from ``run_dir/checkpoints/last.pt`` when it exists.
+        resume: continue from the run directory's latest verified checkpoint (an error if there
+            is none).
+        overwrite: start afresh in a run directory that already holds a run (its checkpoints,
+            logs and results are deleted). Without it such a directory is refused.
+        allow_config_change: resume although the config differs from the checkpoint's.
+        ctx: the process context (default: from the ``torchrun`` environment, else one process).
     """
 
-    def __init__(self, cfg: dict[str, Any], run_dir: str | os.PathLike[str], resume: bool = False):
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        run_dir: str | os.PathLike[str],
+        resume: bool = False,
+        *,
+        overwrite: bool = False,
+        allow_config_change: bool = False,
+        ctx: Context | None = None,
+    ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.resume = resume
+        self.overwrite = overwrite
+        self.allow_config_change = allow_config_change
         t = cfg["train"]
         if t["threads"] > 0:
             torch.set_num_threads(t["threads"])
@@ -168,51 +296,75 @@ class Trainer:
             raise ConfigError(f"train.batch_size: expected >= 2, got {t['batch_size']}")
         if t["epochs"] < 1 and t["max_steps"] < 1:
             raise ConfigError("train.epochs: expected >= 1 (or train.max_steps >= 1)")
-        self.device = torch.device(t["device"])
+        if t["views"] < 2:
+            raise ConfigError(f"train.views: expected >= 2, got {t['views']}")
+        self.ctx = ctx if ctx is not None else init_from_env(t["device"])
+        self.device = self.ctx.device
+        if t["batch_size"] % self.ctx.world_size:
+            raise ConfigError(
+                f"train.batch_size: {t['batch_size']} does not split evenly over "
+                f"{self.ctx.world_size} processes"
+            )
+        if t["precision"] == "fp16" and self.device.type == "cpu":
+            warnings.warn(
+                "train.precision = fp16 on the CPU is slow; bf16 is the CPU's format", stacklevel=2
+            )
         seed_everything(cfg["seed"])
-        self.train_set, self.bank, self.test_set = build_datasets(cfg)
+        setup = build(cfg, self.ctx.world_size)
+        self.train_set, self.bank, self.test_set = setup.train_set, setup.bank, setup.test_set
+        self.class_text, self.class_raw = setup.class_text, setup.class_raw
         n = len(self.train_set)
         self.steps_per_epoch = n // t["batch_size"]
         if self.steps_per_epoch < 1:
             raise ConfigError(
-                f"train.batch_size: {t['batch_size']} is larger than the training set ({n} images)"
+                f"train.batch_size: {t['batch_size']} is larger than the training set ({n} rows)"
             )
         total = t["epochs"] * self.steps_per_epoch
         self.total_steps = min(total, t["max_steps"]) if t["max_steps"] > 0 else total
-        self.text_emb: Tensor | None = None
-        pairing = cfg["objective"]["pairing"]
-        if pairing == "text" or cfg["eval"]["zero_shot"]:
-            from contrastkit.data.text import embed_texts
+        self.model = setup.model
+        self.init_backbone = copy.deepcopy(self.model.backbone)
+        if self.ctx.world_size > 1 and t["sync_batchnorm"]:
+            sync_batchnorm(self.model, self.device)
+        self.model.to(self.device)
+        self.net: nn.Module = self.model
+        if self.ctx.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
 
-            self.text_emb = embed_texts(class_texts(cfg)).to(self.device)  # (10, 384)
-            if pairing == "text" and cfg["model"]["proj_dim"] != self.text_emb.shape[1]:
-                raise ConfigError(
-                    f"model.proj_dim: pairing='text' needs proj_dim = {self.text_emb.shape[1]} "
-                    f"(the text embedding size), got {cfg['model']['proj_dim']}"
-                )
-        self.model = build_model(cfg).to(self.device)
-        self.init_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.objective: Objective = build_objective(cfg, n)
-        self.objective.module.to(self.device)
-        self.augment = ViewGenerator(
-            build_augmentation(augment_config(cfg)),
-            cfg["seed"],
-        )
+            self.net = DistributedDataParallel(
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False,
+            )
+        self.terms = self.model.terms
+        pairs_views = any(term.pairing == "views" for term in self.terms.values())
+        self.num_views = t["views"] if pairs_views else 1
+        self.augment = build_views(cfg, self.train_set)
         self.optimizer = self._build_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.autocast_dtype = _DTYPES[t["precision"]]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t["precision"] == "fp16")
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
-        self.elapsed = 0.0
-        self.loop_wall_s, self.loop_steps = 0.0, 0
+        self.elapsed = 0.0  # time inside training steps, over every segment of the run
+        self.loop_wall_s = 0.0  # wall time of the training loops, everything included
+        self.checkpoint_step = -1
+        self.log: RunLog | None = None
 
     # -- setup -------------------------------------------------------------------------------
     def _build_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg["optim"]
-        groups = [{"params": list(self.model.parameters()), "weight_decay": o["weight_decay"]}]
-        extra = [p for p in self.objective.module.parameters() if p.requires_grad]
-        if extra:  # learnable temperature / bias: no weight decay (as CLIP's logit scale)
-            groups.append({"params": extra, "weight_decay": 0.0})
         if o["lr"] <= 0:
             raise ConfigError(f"optim.lr: expected > 0, got {o['lr']}")
+        objective_params = {id(p) for p in self.model.objectives.parameters()}
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [
+            {
+                "params": [p for p in trainable if id(p) not in objective_params],
+                "weight_decay": o["weight_decay"],
+            }
+        ]
+        extra = [p for p in trainable if id(p) in objective_params]
+        if extra:  # learnable temperature / bias: no weight decay (as CLIP's logit scale)
+            groups.append({"params": extra, "weight_decay": 0.0})
         if o["name"] == "sgd":
             return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"])
         return torch.optim.AdamW(groups, lr=float(o["lr"]))
@@ -229,16 +381,16 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------------
     @property
     def ckpt_dir(self) -> Path:
-        """Folder of ``last.pt`` and ``final.pt``."""
+        """Folder of ``last.pt``, ``prev.pt`` and ``final.pt``."""
         return self.run_dir / "checkpoints"
 
     def state_dict(self) -> dict[str, Any]:
         """Everything exact resume needs."""
         return {
             "model": self.model.state_dict(),
-            "objective": self.objective.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "rng": ckpt.rng_state(),
             "augment_seed": self.augment.seed,
             "position": {
@@ -247,164 +399,359 @@ class Trainer:
                 "global_step": self.global_step,
             },
             "elapsed_s": self.elapsed,
+            "loop_wall_s": self.loop_wall_s,
+            "config_digest": config_digest(self.cfg),
+            "world_size": self.ctx.world_size,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
         self.model.load_state_dict(state["model"])
-        self.objective.module.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
         self.augment.seed = int(state["augment_seed"])
         pos = state["position"]
         self.epoch, self.step_in_epoch = int(pos["epoch"]), int(pos["step_in_epoch"])
         self.global_step = int(pos["global_step"])
         self.elapsed = float(state.get("elapsed_s", 0.0))
+        self.loop_wall_s = float(state.get("loop_wall_s", 0.0))
+        self.checkpoint_step = self.global_step
 
     def save_checkpoint(self, name: str = "last.pt") -> None:
-        """Atomically write the current state to ``checkpoints/NAME``."""
-        ckpt.save_atomic(self.state_dict(), self.ckpt_dir / name)
-
-    # -- logging -----------------------------------------------------------------------------
-    def _log(self, record: dict[str, Any]) -> None:
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def _truncate_metrics(self, upto_step: int) -> None:
-        path = self.run_dir / "metrics.jsonl"
-        if not path.is_file():
+        """Atomically write the current state to ``checkpoints/NAME`` (rank 0 only)."""
+        if not self.ctx.is_main:
             return
-        keep = [
-            line
-            for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= upto_step
-        ]
-        tmp = path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
+        ckpt.save_atomic(self.state_dict(), self.ckpt_dir / name, keep_previous=name == "last.pt")
+        if name == "last.pt":
+            self.checkpoint_step = self.global_step
 
-    # -- training ----------------------------------------------------------------------------
-    def _prepare_run_dir(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        last = self.ckpt_dir / "last.pt"
-        if self.resume and last.is_file():
-            self.load_state_dict(ckpt.load(last))
-            self._truncate_metrics(self.global_step)
-            print(f"resuming {self.run_dir} at step {self.global_step}", file=sys.stderr)
-        else:
-            if (self.run_dir / "metrics.jsonl").exists():
-                (self.run_dir / "metrics.jsonl").unlink()
-            (self.run_dir / "config.toml").write_text(config_mod.dumps(self.cfg))
-
-    def _step(self, positions: Tensor) -> float:
-        images, labels, index = self.train_set.batch(positions)
-        images, labels = images.to(self.device), labels.to(self.device)
-        index = index.to(self.device)
-        pairing = self.cfg["objective"]["pairing"]
-        weights = None
-        if pairing == "text":
-            assert self.text_emb is not None
-            (view,) = self.augment(images, self.epoch, self.step_in_epoch, num_views=1)
-            texts = self.text_emb[labels]  # (B, 384) frozen
-            zs = [self.model(view), texts]
-            weights = texts
-        else:
-            views = self.augment(images, self.epoch, self.step_in_epoch, num_views=2)
-            z = self.model(torch.cat(views))  # (2B, d): one pass keeps BatchNorm statistics joint
-            zs = list(z.chunk(2))
-        loss = self.objective(zs, labels, index, weights)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"loss is {float(loss)} at step {self.global_step} (epoch {self.epoch}); "
-                "lower optim.lr or check objective.params"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        self.optimizer.step()
-        self.scheduler.step()
-        return float(loss.detach())
-
-    def _epoch_knn(self) -> float:
-        e = self.cfg["eval"]
-        bank = self.bank.subset(torch.arange(min(e["epoch_knn_train"], len(self.bank))))
-        test = self.test_set.subset(torch.arange(min(e["epoch_knn_test"], len(self.test_set))))
-        fb = encode(self.model.backbone, bank.float_images().to(self.device)).cpu()
-        ft = encode(self.model.backbone, test.float_images().to(self.device)).cpu()
-        return evaluation.knn_accuracy(
-            fb, bank.labels, ft, test.labels, k=e["knn_k"], temperature=e["knn_temperature"]
+    # -- run directory -----------------------------------------------------------------------
+    def _holds_a_run(self) -> bool:
+        return any(
+            (self.run_dir / name).exists()
+            for name in ("checkpoints", "metrics.jsonl", "results.json", "config.toml")
         )
 
+    def _prepare_run_dir(self) -> bool:
+        """Create or reopen the run directory; True when the run is already finished."""
+        if self.resume:
+            try:
+                state, path = ckpt.load_latest(self.ckpt_dir)
+            except ckpt.CheckpointError as err:
+                raise ckpt.CheckpointError(
+                    f"--resume: cannot resume {self.run_dir}: {err}. Start it again with "
+                    "--overwrite (or another --out)"
+                ) from err
+            if state.get("config_digest") not in (None, config_digest(self.cfg)):
+                if not self.allow_config_change:
+                    raise ConfigError(
+                        f"--resume: {self.run_dir / 'config.toml'} differs from the config the "
+                        "checkpoint was trained with; pass --allow-config-change to resume with it"
+                    )
+            self.load_state_dict(state)
+            if self.ctx.is_main:
+                ckpt.clean_temporary(self.ckpt_dir)
+                ckpt.clean_temporary(self.run_dir)
+                self.log = RunLog(
+                    self.run_dir,
+                    csv_files=self.cfg["train"]["csv"],
+                    tensorboard=self.cfg["train"]["tensorboard"],
+                )
+                self.log.truncate(self.global_step)
+                if self.allow_config_change:
+                    (self.run_dir / "config.toml").write_text(config_mod.dumps(self.cfg))
+            evaluation.progress(
+                f"resuming {self.run_dir} at step {self.global_step} ({path.name})",
+                self.ctx.is_main,
+            )
+            finished = self.global_step >= self.total_steps
+            return finished and (self.run_dir / "results.json").is_file()
+        if self._holds_a_run():
+            if not self.overwrite:
+                raise ConfigError(
+                    f"--out: {self.run_dir} already holds a run; use --resume {self.run_dir} to "
+                    "continue it or --overwrite to start again (its results are deleted)"
+                )
+            if self.ctx.is_main:
+                for name in ("checkpoints", "plots", "tensorboard"):
+                    shutil.rmtree(self.run_dir / name, ignore_errors=True)
+                for name in ("results.json", "report.md", "skipped.txt"):
+                    (self.run_dir / name).unlink(missing_ok=True)
+        self.ctx.barrier()  # every rank has looked before rank 0 writes
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.clean_temporary(self.run_dir)
+            (self.run_dir / "config.toml").write_text(config_mod.dumps(self.cfg))
+            self.log = RunLog(
+                self.run_dir,
+                csv_files=self.cfg["train"]["csv"],
+                tensorboard=self.cfg["train"]["tensorboard"],
+            )
+            self.log.reset()
+            skipped = self.train_set.skipped + self.test_set.skipped
+            if skipped:
+                (self.run_dir / "skipped.txt").write_text("".join(s + "\n" for s in skipped))
+                print(
+                    f"data: {len(skipped)} unreadable rows left out (listed in skipped.txt)",
+                    file=sys.stderr,
+                )
+        return False
+
+    # -- one step ----------------------------------------------------------------------------
+    def _local(self, rows: Tensor) -> Tensor:
+        """This rank's rows of a global-batch tensor."""
+        return self.ctx.shard(rows) if self.ctx.world_size > 1 else rows
+
+    def _step(self, positions: Tensor) -> Tensor:
+        """One optimisation step on the global batch at ``positions``; returns the loss stats.
+
+        The stats are ``[total, term_1, …]`` (this rank's, detached) followed by a finiteness
+        probe of the weights; reading them is the step's only host sync.
+        """
+        batch = self.train_set.batch(positions)
+        views = self.augment(
+            batch.inputs.to(self.device), self.epoch, self.step_in_epoch, self.num_views
+        )
+        x = torch.cat([self._local(v) for v in views])  # (V·b, ...)
+        labels = self._local(batch.labels).to(self.device) if batch.labels is not None else None
+        index = self._local(batch.index).to(self.device)
+        text_raw = self._local(batch.paired).to(self.device) if batch.paired is not None else None
+        texts = None
+        if batch.texts is not None and self.model.text_tower is not None:
+            texts = [batch.texts[i] for i in self._local(torch.arange(len(batch.texts))).tolist()]
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype,
+            enabled=self.autocast_dtype != torch.float32,
+        ):
+            losses = self.net(x, self.num_views, labels, index, text_raw, texts)
+        total = sum(self.terms[n].weight * v for n, v in losses.items())
+        assert isinstance(total, Tensor)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()  # type: ignore[no-untyped-call]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        stats = [total.detach(), *(v.detach() for v in losses.values())]
+        if self.cfg["train"]["check_finite"]:
+            stats.append(torch.stack([p.detach().sum() for p in self.model.parameters()]).sum())
+        return torch.stack([s.float() for s in stats])
+
+    def _diverged(self, stats: list[float]) -> None:
+        last = (
+            f"the last good checkpoint (step {self.checkpoint_step}) is kept in "
+            f"{self.ckpt_dir / 'last.pt'}"
+            if self.checkpoint_step >= 0
+            else "no checkpoint was written"
+        )
+        names = ["loss", *(f"loss/{n}" for n in self.terms)]
+        bad = [n for n, v in zip(names, stats, strict=False) if not math.isfinite(v)]
+        what = (
+            f"{', '.join(bad)} = {[stats[names.index(b)] for b in bad]}" if bad else "the weights"
+        )
+        if not bad:
+            for name, p in self.model.named_parameters():
+                if not bool(torch.isfinite(p).all()):
+                    what = f"weight {name}"
+                    break
+        raise TrainingDiverged(
+            f"training diverged at step {self.global_step + 1} (epoch {self.epoch}): {what} is not "
+            f"finite; {last}. Lower optim.lr or check the objectives' params"
+        )
+
+    # -- epoch-end measurements --------------------------------------------------------------
+    def _epoch_record(self) -> dict[str, Any]:
+        e = self.cfg["eval"]
+        rec: dict[str, Any] = {"kind": "epoch", "step": self.global_step, "epoch": self.epoch}
+        test = self.test_set.subset(torch.arange(min(e["epoch_knn_test"], len(self.test_set))))
+        bank = self.bank.subset(torch.arange(min(e["epoch_knn_train"], len(self.bank))))
+        if e["epoch_knn"] and bank.labels is not None and test.labels is not None:
+            fb = evaluation.encode(self.model.backbone, bank.float_inputs())
+            ft = evaluation.encode(self.model.backbone, test.float_inputs())
+            rec["knn_acc"] = evaluation.knn_accuracy(
+                fb, bank.labels, ft, test.labels, k=e["knn_k"], temperature=e["knn_temperature"]
+            )
+        if e["epoch_geometry"]:
+            # two fixed views of a fixed subset: the curves compare like with like across epochs
+            views = self.augment(test.float_inputs(), -1, 0, 2)
+            rec.update(evaluation.geometry(self.model, views, test.labels))
+        return rec
+
+    # -- the loop ----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train to the end of the budget (resuming if asked), evaluate, write the run directory."""
+        """Train to the end of the budget (resuming if asked), evaluate, write the run directory.
+
+        Returns:
+            The results (also in ``results.json``); on ranks other than 0, an empty dict.
+
+        Raises:
+            TrainingDiverged: a non-finite loss or weight (the last good checkpoint is kept).
+        """
         from tqdm import tqdm
 
-        self._prepare_run_dir()
+        if self._prepare_run_dir():
+            evaluation.progress(
+                f"{self.run_dir} finished at step {self.global_step}: nothing to do "
+                f"(re-evaluate with `contrastkit eval {self.run_dir}`)",
+                self.ctx.is_main,
+            )
+            import json
+
+            return dict(json.loads((self.run_dir / "results.json").read_text()))
         t = self.cfg["train"]
         bs, log_every = t["batch_size"], max(1, t["log_every"])
         self.model.train()
+        main = self.ctx.is_main
         bar = tqdm(
             total=self.total_steps,
             initial=self.global_step,
-            disable=not t["progress"],
+            disable=not (t["progress"] and main),
             desc=self.cfg["name"],
             unit="step",
             dynamic_ncols=True,
         )
         window_t, window_n = time.perf_counter(), 0
-        loop_start, start_step = time.perf_counter(), self.global_step
-        while self.global_step < self.total_steps:
-            perm = epoch_permutation(len(self.train_set), self.cfg["seed"], self.epoch)
-            while self.step_in_epoch < self.steps_per_epoch and self.global_step < self.total_steps:
-                s = self.step_in_epoch
-                t0 = time.perf_counter()
-                loss = self._step(perm[s * bs : (s + 1) * bs])
-                self.elapsed += time.perf_counter() - t0
-                self.global_step += 1
-                self.step_in_epoch += 1
-                window_n += bs
-                if self.global_step % log_every == 0 or self.global_step == self.total_steps:
-                    now = time.perf_counter()
-                    ips = window_n / max(now - window_t, 1e-9)
-                    window_t, window_n = now, 0
-                    temp = current_temperature(self.objective.module)
-                    self._log(
-                        {
+        loop_start = time.perf_counter()
+        wall_before = self.loop_wall_s
+        try:
+            while self.global_step < self.total_steps:
+                perm = epoch_permutation(len(self.train_set), self.cfg["seed"], self.epoch)
+                while (
+                    self.step_in_epoch < self.steps_per_epoch
+                    and self.global_step < self.total_steps
+                ):
+                    s = self.step_in_epoch
+                    t0 = time.perf_counter()
+                    stats_t = self._step(perm[s * bs : (s + 1) * bs])
+                    log_now = (
+                        self.global_step + 1
+                    ) % log_every == 0 or self.global_step + 1 == self.total_steps
+                    stats: list[float] | None = None
+                    if t["check_finite"]:
+                        stats = stats_t.tolist()
+                        if not all(math.isfinite(v) for v in stats):
+                            self._diverged(stats)
+                    self.elapsed += time.perf_counter() - t0
+                    self.global_step += 1
+                    self.step_in_epoch += 1
+                    window_n += bs
+                    if log_now:
+                        n_terms = len(self.terms) + 1
+                        mean = self.ctx.mean(stats_t[:n_terms]).tolist()
+                        now = time.perf_counter()
+                        ips = window_n / max(now - window_t, 1e-9)
+                        window_t, window_n = now, 0
+                        record: dict[str, Any] = {
                             "kind": "step",
                             "step": self.global_step,
                             "epoch": self.epoch,
-                            "loss": loss,
-                            "lr": self.scheduler.get_last_lr()[0],
-                            "temperature": temp,
-                            "images_per_s": ips,
+                            "loss": mean[0],
                         }
-                    )
-                    bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{ips:.0f}")
-                bar.update(1)
-                end_of_epoch = self.step_in_epoch == self.steps_per_epoch
-                if end_of_epoch:
-                    if self.cfg["eval"]["epoch_knn"]:
-                        acc = self._epoch_knn()
-                        self._log(
-                            {
-                                "kind": "epoch",
-                                "step": self.global_step,
-                                "epoch": self.epoch,
-                                "knn_acc": acc,
-                            }
+                        if len(self.terms) > 1:
+                            record.update(
+                                {f"loss/{n}": v for n, v in zip(self.terms, mean[1:], strict=True)}
+                            )
+                        record.update(
+                            lr=self.scheduler.get_last_lr()[0],
+                            temperature=self._temperature(),
+                            images_per_s=ips,
                         )
-                        bar.write(f"epoch {self.epoch}: kNN acc (subset) {acc:.4f}")
-                    self.epoch, self.step_in_epoch = self.epoch + 1, 0
-                if t["checkpoint_every"] > 0 and self.global_step % t["checkpoint_every"] == 0:
-                    self.save_checkpoint()
-        bar.close()
+                        if main and self.log is not None:
+                            self.log.write(record)
+                        bar.set_postfix(loss=f"{mean[0]:.4f}", rows_s=f"{ips:.0f}")
+                    bar.update(1)
+                    if self.step_in_epoch == self.steps_per_epoch:
+                        if main:
+                            rec = self._epoch_record()
+                            if self.log is not None and len(rec) > 3:
+                                self.log.write(rec)
+                            if "knn_acc" in rec:
+                                bar.write(
+                                    f"epoch {self.epoch}: kNN acc (subset) {rec['knn_acc']:.4f}"
+                                )
+                        self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                    if t["checkpoint_every"] > 0 and self.global_step % t["checkpoint_every"] == 0:
+                        self.loop_wall_s = wall_before + time.perf_counter() - loop_start
+                        self.save_checkpoint()
+        finally:
+            bar.close()
+        self.loop_wall_s = wall_before + time.perf_counter() - loop_start
         self.save_checkpoint()
         self.save_checkpoint("final.pt")
-        # wall time of this process's loop, everything included (logging, checkpoints, epoch kNN)
-        self.loop_wall_s = time.perf_counter() - loop_start
-        self.loop_steps = self.global_step - start_step
-        from contrastkit.train.report import evaluate_run, write_outputs
+        results: dict[str, Any] = {}
+        if main:
+            from contrastkit.train.report import write_outputs
 
-        results = evaluate_run(self)
-        write_outputs(self.run_dir, self.cfg, results)
+            results = self.evaluate()
+            write_outputs(self.run_dir, self.cfg, results)
+        if self.log is not None:
+            self.log.close()
+        return results
+
+    def _temperature(self) -> float | None:
+        for term in self.terms.values():
+            temp = current_temperature(term.module)
+            if temp is not None:
+                return temp
+        return None
+
+    def class_embeddings(self) -> Tensor | None:
+        """Projected class-description embeddings for zero-shot, or None."""
+        if (
+            self.class_text is None
+            or not self.cfg["eval"]["zero_shot"]
+            and not any(term.pairing == "text" for term in self.terms.values())
+        ):
+            return None
+        with torch.no_grad():
+            was = self.model.training
+            self.model.eval()
+            if self.model.text_tower is not None:
+                emb = self.model.embed_text(texts=self.class_text)
+            else:
+                assert self.class_raw is not None
+                emb = self.model.embed_text(self.class_raw.to(self.device))
+            self.model.train(was)
+        return emb.cpu()
+
+    def evaluate(self) -> dict[str, Any]:
+        """The final evaluation and the run summary (what ``results.json`` holds)."""
+        t0 = time.perf_counter()
+        results = evaluation.evaluate_model(
+            self.cfg,
+            self.model,
+            self.init_backbone if self.cfg["eval"]["baselines"] else None,
+            self.bank,
+            self.test_set,
+            self.class_embeddings(),
+        )
+        steps = [r for r in read_records(self.run_dir) if r["kind"] == "step"]
+        bs = self.cfg["train"]["batch_size"]
+        results.update(
+            {
+                "recipe": self.cfg["name"],
+                "objectives": {
+                    n: {"name": s["name"], "weight": s["weight"], "params": s["params"]}
+                    for n, s in self.cfg["objectives"].items()
+                },
+                "objective": "+".join(s["name"] for s in self.cfg["objectives"].values()),
+                "budget": self.cfg["budget"],
+                "seed": self.cfg["seed"],
+                "steps": self.global_step,
+                "epochs": self.global_step / self.steps_per_epoch,
+                "train_rows": len(self.train_set),
+                "world_size": self.ctx.world_size,
+                "precision": self.cfg["train"]["precision"],
+                "train_time_s": self.elapsed,
+                "images_per_s": self.global_step * bs / max(self.elapsed, 1e-9),
+                "loop_wall_s": self.loop_wall_s,
+                "loop_images_per_s": self.global_step * bs / max(self.loop_wall_s, 1e-9),
+                "final_loss": steps[-1]["loss"] if steps else None,
+                "final_temperature": self._temperature(),
+                "eval_s": time.perf_counter() - t0,
+            }
+        )
         return results
