@@ -137,6 +137,10 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     process it is plain ``BatchNorm``.
     """
 
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.ndim < 2:
+            raise ValueError(f"expected (N, C, ...) input, got {tuple(x.shape)}")
+
     def forward(self, x: Tensor) -> Tensor:
         """Normalise ``x (N, C, ...)`` with global batch statistics."""
         if not (self.training and dist.is_available() and dist.is_initialized()):

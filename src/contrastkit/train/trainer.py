@@ -333,7 +333,7 @@ class Trainer:
             self.net = DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
+                forward_sync_buffers=False,  # per-sample state stays per rank
             )
         self.terms = self.model.terms
         pairs_views = any(term.pairing == "views" for term in self.terms.values())
