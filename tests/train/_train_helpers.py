@@ -67,7 +67,9 @@ def tiny_config(
 
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    # src first; tests/train so that configs can name "_custom_modules:..." (user code)
+    paths = [str(REPO / "src"), str(REPO / "tests" / "train"), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
     env["OMP_NUM_THREADS"] = "1"
     return env
 

@@ -60,9 +60,13 @@ def encode(
 def knn_accuracy(
     train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, k: int, temperature: float
 ) -> float:
-    """Weighted-kNN top-1 accuracy of ``test_x`` against the labelled bank ``train_x``."""
+    """Weighted-kNN top-1 accuracy of ``test_x`` against the labelled bank ``train_x``.
+
+    ``k`` is capped at the bank's size (a small bank, e.g. a tiny budget's, uses all its rows).
+    """
     from contrastkit.metrics import knn_accuracy as knn
 
+    k = min(k, len(train_x))
     return float(knn(train_x, train_y, test_x, test_y, k=k, temperature=temperature))
 
 

@@ -547,11 +547,11 @@ class Trainer:
             if self.checkpoint_step >= 0
             else "no checkpoint was written"
         )
-        names = ["loss", *(f"loss/{n}" for n in self.terms)]
-        bad = [n for n, v in zip(names, stats, strict=False) if not math.isfinite(v)]
-        what = (
-            f"{', '.join(bad)} = {[stats[names.index(b)] for b in bad]}" if bad else "the weights"
-        )
+        values = dict(zip(["loss", *(f"loss/{n}" for n in self.terms)], stats, strict=False))
+        bad = [n for n, v in values.items() if not math.isfinite(v)]
+        if len(bad) > 1:  # name the terms at fault, not the total they spoil
+            bad = bad[1:]
+        what = ", ".join(f"{n} = {values[n]}" for n in bad) if bad else "the weights"
         if not bad:
             for name, p in self.model.named_parameters():
                 if not bool(torch.isfinite(p).all()):
