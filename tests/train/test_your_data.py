@@ -218,3 +218,16 @@ def test_csv_and_tensorboard_logs(tmp_path: Path) -> None:
     assert header[:3] == ["step", "epoch", "loss"]
     epochs = (tmp_path / "tb" / "epochs.csv").read_text().splitlines()
     assert "uniformity" in epochs[0] and "knn_acc" in epochs[0] and len(epochs) == 2
+
+
+def test_validation_split_replaces_the_test_split(tmp_path: Path) -> None:
+    from contrastkit.train.trainer import build_datasets
+
+    cfg = C.resolve({"data": {"validation_fraction": 0.1}})
+    train, bank, val = build_datasets(cfg)
+    assert len(train) == 54000 and len(val) == 6000  # held out of the 60 000 training images
+    assert set(train.source_index.tolist()).isdisjoint(val.source_index.tolist())
+    assert torch.equal(torch.bincount(val.labels), torch.full((10,), 600))  # type: ignore[arg-type]
+    # the same validation rows whatever the run's seed
+    other = build_datasets(C.resolve({"seed": 5, "data": {"validation_fraction": 0.1}}))[2]
+    assert torch.equal(other.source_index, val.source_index)

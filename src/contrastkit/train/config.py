@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
         "input_key": "x",
         "paired_key": "",
         "on_bad": "error",
+        "validation_fraction": 0.0,
         "train_subset": 0,
         "long_tail_ratio": 1.0,
         "seen_classes": [],

@@ -51,7 +51,7 @@ from contrastkit.data.augment import (
     build_augmentation,
     step_seed,
 )
-from contrastkit.data.dataset import ArrayDataset
+from contrastkit.data.dataset import ArrayDataset, stratified_split
 from contrastkit.data.sources import load_data
 from contrastkit.data.variants import class_split_indices, long_tailed_indices
 from contrastkit.train import checkpoint as ckpt
@@ -95,9 +95,16 @@ def build_datasets(cfg: Mapping[str, Any]) -> tuple[ArrayDataset, ArrayDataset, 
     ``train`` is the training split after its variant (class split, long tail, subset),
     ``eval_bank`` the labelled bank for kNN / probes (the whole training split, or a random
     ``eval_train_subset`` of it) and ``test`` the test split (or ``eval_test_subset`` of it).
+    With ``data.validation_fraction > 0`` the test split is a validation split held out of the
+    training split (for choosing hyper-parameters without touching the test set).
     """
     d = cfg["data"]
     full, test = load_data(d, cfg["seed"])
+    if d["validation_fraction"] > 0:
+        # choose hyper-parameters here: the test split is replaced by rows held out of the
+        # training split (stratified, drawn with seed 0 so every seed of a study sees the same)
+        tr, va = stratified_split(full.labels, len(full), d["validation_fraction"], 0)
+        full, test = full.subset(tr), full.subset(va)
     train = full
     if d["seen_classes"]:
         k = full.num_classes
@@ -743,6 +750,7 @@ class Trainer:
                 "steps": self.global_step,
                 "epochs": self.global_step / self.steps_per_epoch,
                 "train_rows": len(self.train_set),
+                "evaluated_on": "validation" if self.cfg["data"]["validation_fraction"] else "test",
                 "world_size": self.ctx.world_size,
                 "precision": self.cfg["train"]["precision"],
                 "train_time_s": self.elapsed,
