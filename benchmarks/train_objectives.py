@@ -59,7 +59,9 @@ def main() -> None:
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         res = Trainer(
-            cfg, Path(args.runs) / f"{name}{('-' + args.budget) if args.budget else ''}"
+            cfg,
+            Path(args.runs) / f"{name}{('-' + args.budget) if args.budget else ''}",
+            overwrite=True,
         ).fit()
         wall = time.perf_counter() - t0
         trained = res["rows"][0]
@@ -67,7 +69,7 @@ def main() -> None:
         rows.append(
             {
                 "objective": name,
-                "params": cfg["objective"]["params"],
+                "params": cfg["objectives"]["main"]["params"],
                 "knn_acc": trained["knn_acc"],
                 "linear_probe_acc": trained["linear_probe_acc"],
                 "train_time_s": res["loop_wall_s"],

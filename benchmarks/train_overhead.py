@@ -28,19 +28,23 @@ import torch
 
 from contrastkit.data.augment import AugmentConfig, build_augmentation
 from contrastkit.train import config as C
-from contrastkit.train.objectives import build_objective
-from contrastkit.train.trainer import Trainer, build_datasets, build_model, epoch_permutation
+from contrastkit.train.trainer import Trainer, build, epoch_permutation
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def plain_loop(cfg: dict, steps: int) -> float:
     """A hand-written loop doing the same work; returns images/s."""
-    train, _, _ = build_datasets(cfg)
-    model = build_model(cfg)
-    aug_cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg["augment"].items()}
+    setup = build(cfg)
+    train = setup.train_set
+    model = torch.nn.Sequential(setup.model.backbone, setup.model.head)
+    aug_cfg = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in cfg["augment"].items()
+        if not k.startswith("vector_")
+    }
     aug = build_augmentation(AugmentConfig(**aug_cfg))
-    loss_fn = build_objective(cfg, len(train)).module
+    loss_fn = setup.model.objectives["main"]
     opt = torch.optim.AdamW(
         model.parameters(), lr=cfg["optim"]["lr"], weight_decay=cfg["optim"]["weight_decay"]
     )
@@ -49,7 +53,7 @@ def plain_loop(cfg: dict, steps: int) -> float:
     model.train()
     start = time.perf_counter()
     for s in range(steps):
-        images, _, _ = train.batch(perm[s * bs : (s + 1) * bs])
+        images = train.batch(perm[s * bs : (s + 1) * bs]).inputs
         z = model(torch.cat([aug(images), aug(images)]))
         a, b = z.chunk(2)
         loss = loss_fn(a, b)
@@ -65,15 +69,15 @@ def trainer_loop(cfg: dict, steps: int) -> float:
         # train only: run the loop, skip the final evaluation (patched out below)
         import contrastkit.train.report as report
 
-        saved = report.evaluate_run, report.write_outputs
-        report.evaluate_run = lambda trainer: {}  # type: ignore[assignment]
+        saved = report.write_outputs
+        t.evaluate = lambda: {}  # type: ignore[method-assign]
         report.write_outputs = lambda *a, **k: None  # type: ignore[assignment]
         try:
             with redirect_stderr(io.StringIO()):
                 t.fit()
         finally:
-            report.evaluate_run, report.write_outputs = saved
-        return t.loop_steps * cfg["train"]["batch_size"] / t.loop_wall_s
+            report.write_outputs = saved
+        return t.global_step * cfg["train"]["batch_size"] / t.loop_wall_s
 
 
 def main() -> None:
@@ -89,6 +93,7 @@ def main() -> None:
             "train.max_steps": args.steps,
             "train.checkpoint_every": 20,  # more often than the recipe (200): a worst case
             "eval.epoch_knn": False,
+            "eval.epoch_geometry": False,
             "train.progress": True,
         },
     )
