@@ -24,10 +24,9 @@ def format_table(results: Mapping[str, Any]) -> str:
     if zs:
         lines.append("")
         lines.append(f"zero-shot, all classes compete:  {zs['all_way']:.4f}")
-        lines.append(
-            f"zero-shot, seen {zs['seen_classes']} among themselves:  {zs['seen_way']:.4f}"
-        )
         if zs.get("unseen_classes"):
+            seen = f"zero-shot, seen {zs['seen_classes']} among themselves"
+            lines.append(f"{seen}:  {zs['seen_way']:.4f}")
             unseen = f"zero-shot, unseen {zs['unseen_classes']} among themselves"
             lines.append(f"{unseen}:  {zs['unseen_way']:.4f}")
             lines.append(
