@@ -66,7 +66,11 @@ def test_defaults_match_the_training_config() -> None:
 
     cfg = AugmentConfig()
     # the image pipeline's keys; vector_* configure VectorAugment (precomputed embeddings)
-    augment = {k: v for k, v in DEFAULTS["augment"].items() if not k.startswith("vector_")}
+    augment = {
+        k: v
+        for k, v in DEFAULTS["augment"].items()
+        if not k.startswith("vector_") and k != "enabled"
+    }
     assert sorted(augment) == sorted(f.name for f in fields(AugmentConfig))
     for name, value in augment.items():
         expected = tuple(value) if isinstance(value, list) else value

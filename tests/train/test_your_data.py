@@ -231,3 +231,27 @@ def test_validation_split_replaces_the_test_split(tmp_path: Path) -> None:
     # the same validation rows whatever the run's seed
     other = build_datasets(C.resolve({"seed": 5, "data": {"validation_fraction": 0.1}}))[2]
     assert torch.equal(other.source_index, val.source_index)
+
+
+def test_frozen_encoder_without_augmentation_trains_heads_on_cached_features(
+    tmp_path: Path,
+) -> None:
+    cfg = C.resolve(
+        {
+            "data": {"train_subset": 256, "eval_train_subset": 100, "eval_test_subset": 60},
+            "model": {"freeze_encoder": True, "text_head": "linear"},
+            "augment": {"enabled": False},
+            "objective": {"name": "CLIPLoss", "pairing": "text"},
+        },
+        dict(FAST),
+    )
+    cached = Trainer(cfg, tmp_path / "cached")
+    assert cached.feature_cache is not None and cached.feature_cache.shape == (256, 32)
+    cached.fit()
+    plain = Trainer(cfg, tmp_path / "plain")
+    plain.feature_cache = None  # the same run, the frozen encoder run at every step
+    plain.fit()
+    a = [r["loss"] for r in _records(tmp_path / "cached") if r["kind"] == "step"]
+    b = [r["loss"] for r in _records(tmp_path / "plain") if r["kind"] == "step"]
+    assert a == pytest.approx(b, rel=1e-5) and len(a) == 4
+    assert a[0] != a[-1]  # the heads trained

@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "eval_test_subset": 0,
     },
     "augment": {
+        "enabled": True,
         "crop_scale": [0.5, 1.0],
         "flip_p": 0.5,
         "affine_p": 0.5,

@@ -95,20 +95,26 @@ class TrainModel(nn.Module):
         index: Tensor,
         text_raw: Tensor | None = None,
         texts: list[str] | None = None,
+        features: bool = False,
     ) -> dict[str, Tensor]:
         """Each term's unweighted loss on one batch (this rank's rows).
 
         Args:
             x: the ``V`` views concatenated, ``(V·b, ...)`` (one encoder pass keeps BatchNorm's
-                statistics joint over the views).
+                statistics joint over the views); with ``features=True``, the frozen backbone's
+                cached features of the views ``(V·b, F)``.
             num_views: ``V``.
             labels: ``(b,)`` or None.
             index: ``(b,)`` dataset positions.
             text_raw: frozen text embeddings ``(b, D2)`` when a term pairs with text.
             texts: the rows' texts, for a trainable text tower.
+            features: ``x`` holds backbone features (a frozen backbone's cache).
         """
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
-            feats = self.backbone(x)  # (V·b, F)
+        if features:
+            feats = x
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+                feats = self.backbone(x)  # (V·b, F)
         proj = self.head(feats)  # (V·b, d)
         need_text = any(t.pairing == "text" for t in self.terms.values())
         text = self.embed_text(text_raw, texts) if need_text else None

@@ -346,6 +346,17 @@ class Trainer:
         pairs_views = any(term.pairing == "views" for term in self.terms.values())
         self.num_views = t["views"] if pairs_views else 1
         self.augment = build_views(cfg, self.train_set)
+        # A frozen backbone on un-augmented inputs computes the same features every epoch:
+        # compute them once and train the heads on the cache.
+        self.feature_cache: Tensor | None = None
+        if cfg["model"]["freeze_encoder"] and not cfg["augment"]["enabled"]:
+            evaluation.progress(
+                f"caching the frozen encoder's features of {len(self.train_set)} rows ...",
+                self.ctx.is_main,
+            )
+            self.feature_cache = evaluation.encode(
+                self.model.backbone, self.train_set.float_inputs()
+            ).to(self.device)
         self.optimizer = self._build_optimizer()
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.autocast_dtype = _DTYPES[t["precision"]]
@@ -519,10 +530,17 @@ class Trainer:
         probe of the weights; reading them is the step's only host sync.
         """
         batch = self.train_set.batch(positions)
-        views = self.augment(
-            batch.inputs.to(self.device), self.epoch, self.step_in_epoch, self.num_views
-        )
-        x = torch.cat([self._local(v) for v in views])  # (V·b, ...)
+        if self.feature_cache is not None:
+            rows = self.feature_cache[self._local(positions).to(self.device)]
+            x = rows.repeat(self.num_views, 1)  # (V·b, F): identical views, frozen features
+        elif not self.cfg["augment"]["enabled"]:
+            local = self._local(batch.inputs).to(self.device)
+            x = local.repeat(self.num_views, *[1] * (local.ndim - 1))  # identical views
+        else:
+            views = self.augment(
+                batch.inputs.to(self.device), self.epoch, self.step_in_epoch, self.num_views
+            )
+            x = torch.cat([self._local(v) for v in views])  # (V·b, ...)
         labels = self._local(batch.labels).to(self.device) if batch.labels is not None else None
         index = self._local(batch.index).to(self.device)
         text_raw = self._local(batch.paired).to(self.device) if batch.paired is not None else None
@@ -534,7 +552,8 @@ class Trainer:
             dtype=self.autocast_dtype,
             enabled=self.autocast_dtype != torch.float32,
         ):
-            losses = self.net(x, self.num_views, labels, index, text_raw, texts)
+            cached = self.feature_cache is not None
+            losses = self.net(x, self.num_views, labels, index, text_raw, texts, cached)
         total = sum(self.terms[n].weight * v for n, v in losses.items())
         assert isinstance(total, Tensor)
         self.optimizer.zero_grad(set_to_none=True)
