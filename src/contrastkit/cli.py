@@ -17,6 +17,7 @@ _COMMANDS: dict[str, tuple[str, str, str]] = {
     "eval": ("contrastkit.train.cli", "main_eval", "re-evaluate a run directory's checkpoint"),
     "embed": ("contrastkit.train.cli", "main_embed", "write a trained encoder's embeddings (.npy)"),
     "analyze": ("contrastkit.analyze.cli", "main", "diagnose an embedding set: JSON + HTML report"),
+    "sweep": ("contrastkit.sweep.cli", "main", "run a study: a grid x seeds of runs, mean ± std"),
 }
 
 
