@@ -178,6 +178,21 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
 
 
+def check_module_dtype(fn: object, name: str, like: Tensor) -> None:
+    """A learned callable (an ``nn.Module``) must hold parameters of the inputs' compute dtype.
+
+    Raises:
+        ValueError: naming ``name`` when its parameters' dtype differs from ``like``'s.
+    """
+    if isinstance(fn, torch.nn.Module):
+        param = next(fn.parameters(), None)
+        if param is not None and param.dtype != compute_dtype(like):
+            raise ValueError(
+                f"{name} has {param.dtype} parameters but the inputs compute in "
+                f"{compute_dtype(like)}: cast the module or the inputs"
+            )
+
+
 def check_pair(a: Tensor, b: Tensor, names: tuple[str, str] = ("a", "b")) -> None:
     """Check that two embedding batches are paired row by row: same batch size and dimension."""
     if a.shape != b.shape:

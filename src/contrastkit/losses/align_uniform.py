@@ -27,9 +27,10 @@ from contrastkit._checks import (
 )
 from contrastkit.engine import log_mean_gaussian_potential
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare
+from contrastkit.losses._common import full_precision, prepare
 
 
+@full_precision
 def alignment_loss(
     a: Tensor,
     b: Tensor,
@@ -85,6 +86,7 @@ def _alignment(a: Tensor, b: Tensor, alpha: float, reduction: Reduction) -> Tens
     return reduce(torch.where(squared > 0, powered, torch.zeros_like(powered)), reduction)
 
 
+@full_precision
 def uniformity_loss(
     x: Tensor,
     *,
@@ -133,6 +135,7 @@ def uniformity_loss(
     )
 
 
+@full_precision
 def align_uniform_loss(
     a: Tensor,
     b: Tensor,

@@ -18,6 +18,7 @@ from contrastkit._checks import (
     Reduction,
     ValueChecks,
     check_compatible,
+    check_module_dtype,
     check_pair,
     check_positive,
     check_reduction,
@@ -25,7 +26,7 @@ from contrastkit._checks import (
     reduce,
 )
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare
+from contrastkit.losses._common import full_precision, prepare
 
 #: ``temperature_fn(x, y, head) -> tau``: ``x, y`` are ``(n, d)`` pair members, ``tau`` is ``(n,)``.
 TemperatureFn = Callable[[Tensor, Tensor, int], Tensor]
@@ -114,6 +115,7 @@ def _check_options(beta: float, reg_dim: int | None) -> None:
         raise ValueError(f"reg_dim must be None or an integer >= 1, got {reg_dim!r}")
 
 
+@full_precision
 def amcl_loss(
     a: Tensor,
     b: Tensor,
@@ -196,6 +198,7 @@ def amcl_loss(
     check_compatible([("a", a), ("b", b)])
     if not callable(temperature_fn):
         raise ValueError(f"temperature_fn must be callable, got {type(temperature_fn).__name__}")
+    check_module_dtype(temperature_fn, "temperature_fn", a)
     _check_options(beta, reg_dim)
     check_reduction(reduction)
     checks = ValueChecks(check_values, "a and b")

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from contrastkit._checks import Reduction, check_positive, check_reduction, reduce, validate_views
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare
+from contrastkit.losses._common import full_precision, prepare
 
 
 def _sq_dists(x: Tensor, y: Tensor) -> Tensor:
@@ -42,6 +42,7 @@ def _check_prior(debias_prior: float) -> None:
         raise ValueError(f"debias_prior must be a number in [0, 1), got {debias_prior!r}")
 
 
+@full_precision
 def cacr_loss(
     views: Tensor,
     *,

@@ -11,10 +11,12 @@ from torch import Tensor
 
 from contrastkit._checks import Reduction
 from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision
 from contrastkit.losses.info_nce import info_nce
 from contrastkit.temperature import LearnableTemperature
 
 
+@full_precision
 def clip_loss(
     a: Tensor,
     b: Tensor,

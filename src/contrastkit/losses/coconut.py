@@ -21,9 +21,11 @@ from torch import Tensor, nn
 
 from contrastkit._checks import Reduction, check_reduction
 from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision
 from contrastkit.losses.source_supcon import reduce_counted, source_supcon_parts
 
 
+@full_precision
 def coconut_loss(
     student: Tensor,
     teacher: Tensor,

@@ -19,11 +19,12 @@ from torch import Tensor, nn
 from contrastkit._checks import check_chunk_size, check_positive, validate_pair
 from contrastkit.engine import log_mean_gaussian_potential
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare
+from contrastkit.losses._common import full_precision, prepare
 from contrastkit.losses.align_uniform import alignment_loss, uniformity_loss
 from contrastkit.losses.clip import clip_loss
 
 
+@full_precision
 def cross_modal_uniformity_loss(
     a: Tensor,
     b: Tensor,
@@ -74,6 +75,7 @@ def cross_modal_uniformity_loss(
     return checks.verify(log_mean_gaussian_potential(za, zb, t=float(t), chunk_size=chunk_size))
 
 
+@full_precision
 def contrastive_gap_loss(
     a: Tensor,
     b: Tensor,
@@ -160,6 +162,7 @@ def _check_options(alpha: float, t: float) -> None:
     check_positive(t, "t")
 
 
+@full_precision
 def cua_loss(
     a: Tensor,
     b: Tensor,
@@ -192,6 +195,7 @@ def cua_loss(
     )
 
 
+@full_precision
 def cuaxu_loss(
     a: Tensor,
     b: Tensor,

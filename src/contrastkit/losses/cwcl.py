@@ -21,10 +21,11 @@ from contrastkit._checks import (
 )
 from contrastkit.engine import ExpCosine, Pairs, pairwise_lse, shifted_cosine
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.temperature import LearnableTemperature
 
 
+@full_precision
 def cwcl(
     a: Tensor,
     b: Tensor,

@@ -23,7 +23,7 @@ from contrastkit._checks import (
 )
 from contrastkit.engine import Pairs, pairwise_lse
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 PositiveWeightFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -38,6 +38,7 @@ def von_mises_fisher_weights(a: Tensor, b: Tensor, *, sigma: float = 0.5) -> Ten
     return 2.0 - a.shape[0] * torch.softmax(similarity, dim=0)
 
 
+@full_precision
 def dcl(
     a: Tensor,
     b: Tensor,
@@ -116,6 +117,7 @@ def dcl(
     return checks.verify(reduce(losses, reduction))
 
 
+@full_precision
 def dclw(
     a: Tensor,
     b: Tensor,

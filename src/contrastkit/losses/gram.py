@@ -23,7 +23,7 @@ from contrastkit._checks import (
     reduce,
 )
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 DEFAULT_EPS = 1e-8
 
@@ -42,6 +42,7 @@ def _check_label_smoothing(label_smoothing: float) -> None:
         raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
 
 
+@full_precision
 def gram_volume(
     anchor: Tensor,
     *others: Tensor,
@@ -112,6 +113,11 @@ def _validate(
                 f"got {x.shape[0]} and {others[0].shape[0]}"
             )
         named.append((name, x))
+    if anchor.shape[-1] < len(named):
+        raise ValueError(
+            f"anchor: GRAM needs an embedding dimension >= the number of modalities "
+            f"({len(named)}), got {anchor.shape[-1]}: in fewer dimensions every volume is 0"
+        )
     check_compatible(named)
     checks = ValueChecks(check_values, "anchor and others")
     for name, x in named:
@@ -134,12 +140,14 @@ def _volumes(anchor: Tensor, others: tuple[Tensor, ...], normalize: bool, eps: f
     for m in range(k - 1):
         rows.append(torch.stack([a_o[m], *o_o[m]], dim=-1))
     gram = torch.stack(rows, dim=-2)  # (B1, B2, k, k)
-    det = torch.linalg.det(gram).abs().clamp_min(eps)  # (B1, B2)
+    # float64 determinants: near-collinear tuples cancel catastrophically in float32.
+    det = torch.linalg.det(gram.double()).abs().clamp_min(eps).to(gram.dtype)  # (B1, B2)
     # √det with a zero (not NaN) gradient where det = 0 (collinear rows with eps = 0).
     root = det.clamp_min(torch.finfo(det.dtype).tiny).sqrt()
     return torch.where(det > 0, root, torch.zeros_like(root))
 
 
+@full_precision
 def gram_loss(
     anchor: Tensor,
     *others: Tensor,

@@ -26,7 +26,7 @@ from contrastkit._checks import (
     validate_views,
 )
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare
+from contrastkit.losses._common import full_precision, prepare
 from contrastkit.losses._sorting_network import (
     Distribution,
     NetworkType,
@@ -64,6 +64,7 @@ def _sorting_bce(
     return 0.5 * (bce_pos + bce_neg)  # (N,)
 
 
+@full_precision
 def groco_sorting_loss(
     positive_scores: Tensor,
     negative_scores: Tensor,
@@ -139,6 +140,7 @@ def groco_sorting_loss(
     return reduce(losses, reduction)
 
 
+@full_precision
 def groco_loss(
     views: Tensor,
     *,

@@ -33,7 +33,7 @@ from contrastkit._checks import (
 from contrastkit.engine import TilePairs, pairwise_lse, safe_logaddexp
 from contrastkit.engine.lse import DENSE_MAX_PAIRS, default_tile
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,7 @@ def _prepare_inputs(
     return za, zb, candidates, k, checks
 
 
+@full_precision
 def hard_contrastive_loss(
     a: Tensor,
     b: Tensor,
@@ -245,6 +246,7 @@ def hard_contrastive_loss(
     return checks.verify(reduce(losses, reduction))
 
 
+@full_precision
 def hard_simple_loss(
     a: Tensor,
     b: Tensor,

@@ -23,9 +23,10 @@ from contrastkit._checks import (
 from contrastkit.distributed import all_gather_with_grad, is_distributed
 from contrastkit.engine import Pairs, pairwise_lse, safe_logaddexp, safe_logsumexp
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 
+@full_precision
 def info_nce(
     a: Tensor,
     b: Tensor,

@@ -36,7 +36,7 @@ from contrastkit._checks import (
     validate_labeled,
 )
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare
+from contrastkit.losses._common import full_precision, prepare
 from contrastkit.losses._sampling import sample_beta
 from contrastkit.losses.multi_similarity import (
     IndicesTuple,
@@ -202,6 +202,7 @@ def _prepare_inputs(
     return _check_mixes(mixes, embeddings.shape[0], checks), checks
 
 
+@full_precision
 def metrix_contrastive(
     embeddings: Tensor,
     labels: Tensor,
@@ -230,7 +231,8 @@ def metrix_contrastive(
 
     Total ``ℓ_clean + w · ℓ_mix``; a scalar (means over pairs, as pytorch-metric-learning's
     ``MeanReducer``; a per-anchor ``reduction`` does not apply to pair means). An empty set of
-    pairs contributes 0.
+    negative pairs or of mixed examples contributes 0; a batch without any positive pair is an
+    error (as :func:`multi_similarity_loss`).
 
     Defaults (Metrix code, embedding-level mixing): ``m⁺ = 0``, ``m⁻ = 0.5``, ``α = 2``,
     ``w = 0.4`` (the reference uses 0.3 for the embedding-level anchor–negative branch).
@@ -256,7 +258,8 @@ def metrix_contrastive(
         Scalar loss (fp32 for half inputs).
 
     Raises:
-        ValueError: on bad shapes/labels, non-finite values, bad hyper-parameters or ``mixes``.
+        ValueError: on bad shapes/labels, no positive pair, non-finite values, bad
+            hyper-parameters or ``mixes``.
 
     Peers: ``ℓ_clean`` equals pytorch-metric-learning
     ``ContrastiveLoss(pos_margin, neg_margin, reducer=MeanReducer())`` (its default
@@ -285,6 +288,7 @@ def metrix_contrastive(
     sq_all = gram.diagonal()[:, None] + gram.diagonal()[None, :] - 2 * gram  # (B, B)
     dist = _distance(sq_all)
     pos, neg = label_pair_masks(labels.to(z.device))  # (B, B) each
+    checks.require(pos.any(), "labels: the batch has no positive pair (every label is unique)")
     clean = _masked_mean(F.relu(dist - pos_margin), pos) + _masked_mean(
         F.relu(neg_margin - dist), neg
     )
@@ -311,6 +315,7 @@ def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
+@full_precision
 def metrix_multi_similarity(
     embeddings: Tensor,
     labels: Tensor,
@@ -418,7 +423,8 @@ def _log_one_plus_weighted_sum(x: Tensor, w: Tensor, group: Tensor, size: int) -
     counted = x.detach().masked_fill(w == 0, float("-inf"))
     peak = torch.zeros(size, dtype=x.dtype, device=x.device)  # the "1 +" term is exp(0)
     peak = peak.scatter_reduce(0, group, counted, reduce="amax", include_self=True)
-    terms = torch.where(w > 0, w * torch.exp(x - peak[group]), torch.zeros_like(x))
+    shifted = torch.where(w > 0, x - peak[group], torch.full_like(x, float("-inf")))
+    terms = w * torch.exp(shifted)  # exp(-inf) = 0 with a zero gradient, never 0 · inf
     total = torch.exp(-peak).index_add(0, group, terms)
     return torch.log(total) + peak
 

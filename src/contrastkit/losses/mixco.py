@@ -29,7 +29,7 @@ from contrastkit._checks import (
 )
 from contrastkit.engine import TilePairs, pairwise_lse
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.losses._sampling import sample_beta
 
 
@@ -131,6 +131,7 @@ def soft_cross_entropy(
     return weight_total * lse - weighted_sum
 
 
+@full_precision
 def mixco_loss(
     a: Tensor,
     b: Tensor,

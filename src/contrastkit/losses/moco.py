@@ -23,9 +23,10 @@ from contrastkit._checks import (
 )
 from contrastkit.engine import pairwise_lse, safe_logsumexp
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 
+@full_precision
 def moco_loss(
     q: Tensor,
     k: Tensor,

@@ -22,7 +22,7 @@ from contrastkit._checks import (
     validate_labeled,
 )
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare
+from contrastkit.losses._common import full_precision, prepare
 
 #: ``(a1, p, a2, n)``: anchor/positive index pairs, then anchor/negative index pairs.
 IndicesTuple = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -161,6 +161,7 @@ def _masks_from_indices(
     return pos_mask, neg_mask
 
 
+@full_precision
 def multi_similarity_loss(
     embeddings: Tensor,
     labels: Tensor,

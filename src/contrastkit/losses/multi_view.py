@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from contrastkit._checks import Reduction, check_reduction, reduce, validate_views
 from contrastkit.engine import Pairs, pairwise_lse, safe_logsumexp
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 
 def _view_pair_logits(z: Tensor, temperature: float | Tensor) -> Tensor:
@@ -26,6 +26,7 @@ def _view_pair_logits(z: Tensor, temperature: float | Tensor) -> Tensor:
     return torch.einsum("bvd,bwd->bvw", scale_by_temperature(z, temperature), z)
 
 
+@full_precision
 def mv_info_nce(
     views: Tensor,
     *,
@@ -98,6 +99,7 @@ def mv_info_nce(
     return checks.verify(reduce(denominator - numerator, reduction))
 
 
+@full_precision
 def mv_dhel(
     views: Tensor,
     *,

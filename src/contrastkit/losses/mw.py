@@ -26,7 +26,7 @@ from contrastkit._checks import (
     validate_pair,
 )
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 #: Default tile edge (positives × negatives per tile): 1024 × 1024 fp32 = 4 MiB.
 DEFAULT_CHUNK = 1024
@@ -63,6 +63,7 @@ class _AllPairsSoftplus(torch.autograd.Function):
         return grad_pos, grad_neg, None
 
 
+@full_precision
 def mw_loss_from_scores(
     scores: Tensor,
     *,
@@ -140,6 +141,7 @@ def _mw(
     return reduce(per_query, reduction)
 
 
+@full_precision
 def mw_loss(
     a: Tensor,
     b: Tensor,
@@ -199,8 +201,7 @@ def mw_loss(
     check_chunk_size(chunk_size)
     check_reduction(reduction)
     za, zb = prepare(a, normalize), prepare(b, normalize)
-    with torch.autocast(za.device.type, enabled=False):  # scores in the inputs' precision
-        scores = za @ zb.t()  # (B, M)
+    scores = za @ zb.t()  # (B, M)
     return checks.verify(_mw(scores, temperature, chunk_size, reduction))
 
 

@@ -13,10 +13,11 @@ from torch import Tensor, nn
 from contrastkit._checks import Reduction, check_ids, check_reduction, reduce, validate_pair
 from contrastkit.engine import Pairs, pairwise_lse, safe_logaddexp
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.losses._debias import check_debias_options, debiased_negative_lse
 
 
+@full_precision
 def nt_xent(
     a: Tensor,
     b: Tensor,

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from contrastkit._checks import (
     Reduction,
+    check_chunk_size,
     check_positive,
     check_reduction,
     reduce,
@@ -26,7 +27,7 @@ from contrastkit._checks import (
 )
 from contrastkit.engine import TilePairs, pairwise_lse, safe_logsumexp
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.losses.mixco import soft_cross_entropy
 
 
@@ -57,6 +58,7 @@ class SoftTargets:
         return TilePairs(weight=torch.exp(logits - self.row_lse[rows, None]))
 
 
+@full_precision
 def soft_clip_loss(
     a: Tensor,
     b: Tensor,
@@ -121,6 +123,7 @@ def soft_clip_loss(
         a, b, normalize=normalize, check_values=check_values, temperature=temperature
     )
     check_reduction(reduction)
+    check_chunk_size(chunk_size)
     if target_temperature is not None:
         check_positive(target_temperature, "target_temperature")
     tau_t = temperature if target_temperature is None else target_temperature

@@ -85,7 +85,7 @@ from contrastkit._checks import (
 )
 from contrastkit.engine import Pairs, pairwise_lse
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare
+from contrastkit.losses._common import full_precision, prepare
 
 
 class SogCLRStep(NamedTuple):
@@ -148,6 +148,7 @@ def cosine_gamma(epoch: int, gamma: float, decay_epochs: int) -> float:
     return gamma + (1.0 - gamma) * 0.5 * (1.0 + math.cos(math.pi * epoch / decay_epochs))
 
 
+@full_precision
 def sogclr_loss(
     a: Tensor,
     b: Tensor,
@@ -210,6 +211,7 @@ def sogclr_loss(
     return checks.verify(SogCLRStep(reduce(out.per_anchor, reduction), out.log_u))
 
 
+@full_precision
 def isogclr_loss(
     a: Tensor,
     b: Tensor,

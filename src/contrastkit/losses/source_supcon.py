@@ -29,7 +29,7 @@ from contrastkit._checks import (
 )
 from contrastkit.engine import TilePairs, pairwise_lse
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.losses.supcon import mean_over_counted, multi_positive_losses
 
 #: Argument names of the four inputs and the mask, for error messages (COCONUT renames them).
@@ -79,6 +79,7 @@ class LabelBlockPairs:
         return TilePairs(exclude=~keep, weight=keep.float())
 
 
+@full_precision
 def source_supcon_per_anchor(
     anchors: Tensor,
     labels: Tensor,
@@ -191,6 +192,7 @@ def source_supcon_parts(
     return losses, counted, checks
 
 
+@full_precision
 def source_supcon(
     anchors: Tensor,
     labels: Tensor,

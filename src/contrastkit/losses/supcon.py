@@ -24,11 +24,12 @@ from contrastkit._checks import (
 from contrastkit.distributed import all_gather_with_grad, is_distributed
 from contrastkit.engine import Pairs, pairwise_lse
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 ContrastMode = Literal["all", "one"]
 
 
+@full_precision
 def supcon_per_anchor(
     embeddings: Tensor,
     labels: Tensor | None = None,
@@ -186,6 +187,7 @@ def multi_positive_losses(
     return losses
 
 
+@full_precision
 def supcon(
     embeddings: Tensor,
     labels: Tensor | None = None,

@@ -34,7 +34,7 @@ from contrastkit._checks import (
 )
 from contrastkit.engine import SideStats, TilePairs, pairwise_lse, safe_logsumexp
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.losses._sampling import sample_beta
 from contrastkit.losses.supcon import mean_over_counted, multi_positive_losses
 
@@ -179,6 +179,7 @@ def _check_options(
     check_positive(negative_beta[1], "negative_beta[1]")
 
 
+@full_precision
 def supremix_per_anchor(
     embeddings: Tensor,
     labels: Tensor,
@@ -282,6 +283,7 @@ def _supremix_parts(
     return losses, has_positive, checks
 
 
+@full_precision
 def supremix(
     embeddings: Tensor,
     labels: Tensor,

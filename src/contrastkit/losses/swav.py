@@ -28,7 +28,7 @@ from contrastkit._checks import (
     validate_embeddings,
 )
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import scale_by_temperature
+from contrastkit.losses._common import full_precision, scale_by_temperature
 
 
 def _check_iterations(iterations: int, name: str = "iterations") -> None:
@@ -113,6 +113,7 @@ def _as_crop_list(crop_scores: Sequence[Tensor] | Tensor, name: str) -> list[Ten
     return list(crop_scores)
 
 
+@full_precision
 def swav_loss(
     crop_scores: Sequence[Tensor] | Tensor,
     queue_scores: Sequence[Tensor] | Tensor | None = None,

@@ -25,7 +25,7 @@ from contrastkit._checks import (
     reduce,
 )
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 NegativeSampling = Literal["n", "n_squared"]
 _SAMPLINGS = ("n", "n_squared")
@@ -90,6 +90,7 @@ def _logits_n_squared(anchor: Tensor, others: list[Tensor]) -> tuple[Tensor, Ten
     return logits, targets
 
 
+@full_precision
 def symile_loss(
     *modalities: Tensor,
     temperature: float | Tensor,

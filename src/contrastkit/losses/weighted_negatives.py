@@ -30,6 +30,7 @@ from contrastkit._checks import (
     Reduction,
     ValueChecks,
     check_chunk_size,
+    check_module_dtype,
     check_reduction,
     reduce,
     validate_pair,
@@ -37,7 +38,7 @@ from contrastkit._checks import (
 from contrastkit.engine import PairRule, TilePairs, apply_tile, pairwise_lse, safe_logsumexp
 from contrastkit.engine.lse import DENSE_MAX_PAIRS, default_tile
 from contrastkit.losses._base import LossModule
-from contrastkit.losses._common import prepare, scale_by_temperature
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 #: ``(rows (r, d), cols (c, d)) -> (r, c)`` non-negative weights of the denominator terms.
 PairWeightFn = Callable[[Tensor, Tensor], Tensor]
@@ -212,6 +213,7 @@ def _learned_weight_lse(
     return torch.cat(row_lse)
 
 
+@full_precision
 def weighted_info_nce(
     a: Tensor,
     b: Tensor,
@@ -280,6 +282,7 @@ def weighted_info_nce(
         >>> loss = weighted_info_nce(a, b, weight_fn=PairMLPWeights(16))  # AdaMEOW
     """
     checks = _validate(a, b, normalize, check_values, temperature, chunk_size, reduction)
+    check_module_dtype(weight_fn, "weight_fn", a)
     if isinstance(negative_weights, ClusterNegativeWeights) and (
         negative_weights.row_assignments.shape[0] != a.shape[0]
         or negative_weights.col_assignments.shape[0] != b.shape[0]
@@ -358,6 +361,7 @@ def _weighted_losses(
     return reduce(denominator - positive, reduction)
 
 
+@full_precision
 def meow_loss(
     a: Tensor,
     b: Tensor,

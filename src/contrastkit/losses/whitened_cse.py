@@ -19,6 +19,7 @@ from contrastkit._checks import (
     validate_views,
 )
 from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision
 from contrastkit.losses.info_nce import info_nce
 
 
@@ -200,6 +201,7 @@ class ShuffledGroupWhitening(nn.Module):
         return torch.stack(out, dim=1)  # (B, P, D)
 
 
+@full_precision
 def whitened_cse_loss(
     views: Tensor,
     *,
