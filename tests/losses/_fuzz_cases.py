@@ -476,8 +476,8 @@ def _scaled(x: Any, factor: float) -> Any:
     return x * factor if isinstance(x, Tensor) and x.is_floating_point() else x
 
 
-def make_case(target: Target, seed: int) -> Case:
-    """The call number ``seed`` of ``target`` (deterministic)."""
+def make_case(target: Target, seed: int, *, mutate: bool = True) -> Case:
+    """The call number ``seed`` of ``target`` (deterministic); ``mutate=False``: the valid call."""
     rng = random.Random(f"{target.label}:{seed}")
     g = torch.Generator().manual_seed(seed)
     batch = rng.choice((target.min_batch, 2, 3, 4, 5, 7, 9))
@@ -496,7 +496,8 @@ def make_case(target: Target, seed: int) -> Case:
         kwargs["reduction"] = rng.choice(("sum", "none"))
     case = Case(target, "random", "valid", args, kwargs, seed=seed, dim=dim)
     mutation = rng.choice(_MUTATIONS)
-    mutation(case, rng, g, embs, label_pos, batch, dim)
+    if mutate:
+        mutation(case, rng, g, embs, label_pos, batch, dim)
     return case
 
 

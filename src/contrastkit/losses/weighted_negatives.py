@@ -283,6 +283,8 @@ def weighted_info_nce(
     """
     checks = _validate(a, b, normalize, check_values, temperature, chunk_size, reduction)
     check_module_dtype(weight_fn, "weight_fn", a)
+    if weight_fn is not None:
+        checks.run()  # the inputs first: weight_fn's outputs are checked tile by tile
     if isinstance(negative_weights, ClusterNegativeWeights) and (
         negative_weights.row_assignments.shape[0] != a.shape[0]
         or negative_weights.col_assignments.shape[0] != b.shape[0]
