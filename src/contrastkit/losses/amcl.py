@@ -190,7 +190,7 @@ def amcl_loss(
     Example:
         >>> net = PairTemperatureMLP(dim=16, num_heads=3)
         >>> a, b = torch.randn(8, 3, 16), torch.randn(8, 3, 16)
-        >>> loss = amcl_loss(a, b, net)
+        >>> loss = amcl_loss(a, b, temperature_fn=net)
     """
     check_tensor(a, "a", ndim=3, min_rows=2, shape="(batch, heads, dim)")
     check_tensor(b, "b", ndim=3, min_rows=2, shape="(batch, heads, dim)")

@@ -82,6 +82,7 @@ def coconut_loss(
     Peers: none (no public implementation).
 
     Examples:
+        >>> import torch
         >>> student, teacher = torch.randn(8, 16), torch.randn(8, 16)
         >>> labels = torch.tensor([0, 1, 0, 1, 2, 2, 3, 3])
         >>> rehearsal = torch.tensor([True, True, False, False, True, False, False, False])
@@ -120,6 +121,7 @@ class CoconutLoss(LossModule):
     Args: the keyword arguments of :func:`coconut_loss`.
 
     Examples:
+        >>> import torch
         >>> loss_fn = CoconutLoss()
         >>> s, t = torch.randn(8, 16), torch.randn(8, 16)
         >>> labels = torch.tensor([0, 1, 0, 1, 2, 2, 3, 3])

@@ -65,6 +65,7 @@ def cross_modal_uniformity_loss(
         ValueError: on mismatched shapes, ``B < 2``, non-finite values or ``t ≤ 0``.
 
     Examples:
+        >>> import torch
         >>> image, text = torch.randn(8, 16), torch.randn(8, 16)
         >>> loss = cross_modal_uniformity_loss(image, text)
     """
@@ -132,6 +133,7 @@ def contrastive_gap_loss(
     align/uniform — tested against a float64 transcription of those formulas.
 
     Examples:
+        >>> import torch
         >>> image, text = torch.randn(8, 16), torch.randn(8, 16)
         >>> loss = contrastive_gap_loss(image, text)  # CUAXU
     """
@@ -180,6 +182,7 @@ def cua_loss(
     it for the terms.
 
     Examples:
+        >>> import torch
         >>> loss = cua_loss(torch.randn(8, 16), torch.randn(8, 16))
     """
     return contrastive_gap_loss(
@@ -213,6 +216,7 @@ def cuaxu_loss(
     for the terms.
 
     Examples:
+        >>> import torch
         >>> loss = cuaxu_loss(torch.randn(8, 16), torch.randn(8, 16))
     """
     return contrastive_gap_loss(
@@ -247,6 +251,7 @@ class ContrastiveGapLoss(LossModule):
         check_values: value checks (see :func:`contrastive_gap_loss`).
 
     Examples:
+        >>> import torch
         >>> loss_fn = ContrastiveGapLoss(cross_uniformity=False)  # CUA
         >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
     """
