@@ -1,4 +1,4 @@
-"""A light install: the wheel works with torch alone; ``import contrastkit`` and the CLI stay cheap."""
+"""A light install: the wheel works with torch alone; importing contrastkit and its CLI is cheap."""
 
 from __future__ import annotations
 
