@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from contrastkit._checks import Reduction, check_reduction
 from contrastkit.losses._base import LossModule
 from contrastkit.losses._common import full_precision
-from contrastkit.losses.source_supcon import reduce_counted, source_supcon_parts
+from contrastkit.losses.source_supcon import source_supcon_parts
+from contrastkit.losses.supcon import reduce_supcon
 
 
 @full_precision
@@ -93,7 +94,7 @@ def coconut_loss(
         raise ValueError(f"teacher must be a torch.Tensor, got {type(teacher).__name__}")
     frozen = teacher.detach()
     negative_source = ("teacher", frozen) if teacher_negatives else ("student", student)
-    losses, counted, checks = source_supcon_parts(
+    losses, counted = source_supcon_parts(
         student,
         labels,
         frozen,
@@ -107,7 +108,7 @@ def coconut_loss(
         check_values=check_values,
         names=("student", "labels", "teacher", negative_source[0], "rehearsal_mask"),
     )
-    return checks.verify(reduce_counted(losses, counted, reduction))
+    return reduce_supcon(losses, counted, reduction)
 
 
 class CoconutLoss(LossModule):

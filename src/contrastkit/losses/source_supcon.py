@@ -25,12 +25,11 @@ from contrastkit._checks import (
     check_reduction,
     check_temperature,
     check_tensor,
-    reduce,
 )
 from contrastkit.engine import TilePairs, pairwise_lse
 from contrastkit.losses._base import LossModule
 from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
-from contrastkit.losses.supcon import mean_over_counted, multi_positive_losses
+from contrastkit.losses.supcon import multi_positive_losses, reduce_supcon
 
 #: Argument names of the four inputs and the mask, for error messages (COCONUT renames them).
 SourceNames = tuple[str, str, str, str, str]
@@ -100,7 +99,7 @@ def source_supcon_per_anchor(
         ``(losses, counted)``, both ``(B,)``: ``counted`` is ``anchor_mask`` and "has a
         positive"; other rows have loss 0.
     """
-    losses, counted, checks = source_supcon_parts(
+    return source_supcon_parts(
         anchors,
         labels,
         positives,
@@ -113,7 +112,6 @@ def source_supcon_per_anchor(
         chunk_size=chunk_size,
         check_values=check_values,
     )
-    return checks.verify(losses), counted
 
 
 def source_supcon_parts(
@@ -130,8 +128,8 @@ def source_supcon_parts(
     chunk_size: int | None,
     check_values: bool,
     names: SourceNames = _NAMES,
-) -> tuple[Tensor, Tensor, ValueChecks]:
-    """:func:`source_supcon_per_anchor` with the value checks left to the caller."""
+) -> tuple[Tensor, Tensor]:
+    """:func:`source_supcon_per_anchor`, with the inputs' names for the messages (COCONUT)."""
     a_name, l_name, p_name, n_name, m_name = names
     check_tensor(anchors, a_name)
     batch = anchors.shape[0]
@@ -189,7 +187,7 @@ def source_supcon_parts(
         temperature=temperature,
         base_temperature=base_temperature,
     )
-    return losses, counted, checks
+    return checks.verify(losses), counted
 
 
 @full_precision
@@ -264,7 +262,7 @@ def source_supcon(
         >>> loss = source_supcon(student, labels, teacher, student, anchor_mask=rehearsal)
     """
     check_reduction(reduction)
-    losses, counted, checks = source_supcon_parts(
+    losses, counted = source_supcon_per_anchor(
         anchors,
         labels,
         positives,
@@ -277,12 +275,7 @@ def source_supcon(
         chunk_size=chunk_size,
         check_values=check_values,
     )
-    return checks.verify(reduce_counted(losses, counted, reduction))
-
-
-def reduce_counted(losses: Tensor, counted: Tensor, reduction: Reduction) -> Tensor:
-    """Mean over the counted anchors, or the plain sum / per-anchor losses."""
-    return mean_over_counted(losses, counted) if reduction == "mean" else reduce(losses, reduction)
+    return reduce_supcon(losses, counted, reduction)
 
 
 class SourceSupConLoss(LossModule):

@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 from contrastkit._checks import (
     Reduction,
-    ValueChecks,
     check_positive,
     check_reduction,
     reduce,
@@ -51,33 +50,6 @@ def supcon_per_anchor(
         ``(losses, has_positive)``, both ``(num_anchors,)``; anchors without a positive have
         loss 0 and ``has_positive = False``. See :func:`supcon` for the formula.
     """
-    losses, has_positive, checks = _per_anchor(
-        embeddings,
-        labels,
-        temperature=temperature,
-        base_temperature=base_temperature,
-        contrast_mode=contrast_mode,
-        normalize=normalize,
-        chunk_size=chunk_size,
-        check_values=check_values,
-        gather_distributed=gather_distributed,
-    )
-    return checks.verify(losses), has_positive
-
-
-def _per_anchor(
-    embeddings: Tensor,
-    labels: Tensor | None,
-    *,
-    temperature: float | Tensor,
-    base_temperature: float | None,
-    contrast_mode: ContrastMode,
-    normalize: bool,
-    chunk_size: int | None,
-    check_values: bool,
-    gather_distributed: bool,
-) -> tuple[Tensor, Tensor, ValueChecks]:
-    """:func:`supcon_per_anchor` with the value checks left to verify by the caller."""
     checks = validate_labeled(
         embeddings,
         labels,
@@ -138,7 +110,7 @@ def _per_anchor(
         temperature=temperature,
         base_temperature=base_temperature,
     )
-    return losses, has_positive, checks
+    return checks.verify(losses), has_positive
 
 
 def _global_count(has_positive: Tensor, distributed: bool) -> Tensor:
@@ -265,7 +237,7 @@ def supcon(
         >>> loss = supcon(views, labels)
     """
     check_reduction(reduction)
-    losses, has_positive, checks = _per_anchor(
+    losses, has_positive = supcon_per_anchor(
         embeddings,
         labels,
         temperature=temperature,
@@ -276,9 +248,16 @@ def supcon(
         check_values=check_values,
         gather_distributed=gather_distributed,
     )
+    return reduce_supcon(losses, has_positive, reduction, gather_distributed)
+
+
+def reduce_supcon(
+    losses: Tensor, counted: Tensor, reduction: Reduction, gather_distributed: bool = False
+) -> Tensor:
+    """SupCon's reduction: the mean over the ``counted`` anchors, or the sum / the losses."""
     if reduction == "mean":
-        return checks.verify(mean_over_counted(losses, has_positive, gather_distributed))
-    return checks.verify(reduce(losses, reduction))
+        return mean_over_counted(losses, counted, gather_distributed)
+    return reduce(losses, reduction)
 
 
 class SupConLoss(LossModule):
@@ -333,7 +312,7 @@ class SupConLoss(LossModule):
 
     def forward(self, embeddings: Tensor, labels: Tensor | None = None) -> Tensor:
         """Loss of ``(B, d)`` / ``(B, V, d)`` embeddings with ``(B,)`` / ``(B, L)`` labels."""
-        losses, has_positive, checks = _per_anchor(
+        losses, has_positive = supcon_per_anchor(
             embeddings,
             labels,
             temperature=self.tau(),
@@ -342,6 +321,4 @@ class SupConLoss(LossModule):
             **self.options(),
         )
         self.anchors_without_positive.copy_((~has_positive).sum())
-        if self.reduction == "mean":
-            return checks.verify(mean_over_counted(losses, has_positive, self.gather_distributed))
-        return checks.verify(reduce(losses, self.reduction))
+        return reduce_supcon(losses, has_positive, self.reduction, self.gather_distributed)

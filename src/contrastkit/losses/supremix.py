@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -30,13 +29,12 @@ from contrastkit._checks import (
     check_reduction,
     check_temperature,
     check_tensor,
-    reduce,
 )
 from contrastkit.engine import SideStats, TilePairs, pairwise_lse, safe_logsumexp
 from contrastkit.losses._base import LossModule
 from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.losses._sampling import sample_beta
-from contrastkit.losses.supcon import mean_over_counted, multi_positive_losses
+from contrastkit.losses.supcon import multi_positive_losses, reduce_supcon
 
 LabelWeight = Callable[[Tensor], Tensor]
 
@@ -183,20 +181,6 @@ def _check_options(
 def supremix_per_anchor(
     embeddings: Tensor,
     labels: Tensor,
-    **options: Any,
-) -> tuple[Tensor, Tensor]:
-    """Per-anchor SupReMix losses and the mask of anchors with a positive (see :func:`supremix`).
-
-    Returns:
-        ``(losses, has_positive)``, both ``(V·B,)`` in views-major order.
-    """
-    losses, has_positive, checks = _supremix_parts(embeddings, labels, **options)
-    return checks.verify(losses), has_positive
-
-
-def _supremix_parts(
-    embeddings: Tensor,
-    labels: Tensor,
     *,
     temperature: float | Tensor = 0.07,
     base_temperature: float | None = None,
@@ -211,8 +195,12 @@ def _supremix_parts(
     normalize: bool = True,
     chunk_size: int | None = None,
     check_values: bool = True,
-) -> tuple[Tensor, Tensor, ValueChecks]:
-    """:func:`supremix_per_anchor` with the value checks left to the caller."""
+) -> tuple[Tensor, Tensor]:
+    """Per-anchor SupReMix losses and the mask of anchors with a positive (see :func:`supremix`).
+
+    Returns:
+        ``(losses, has_positive)``, both ``(V·B,)`` in views-major order.
+    """
     if isinstance(embeddings, Tensor) and embeddings.ndim == 2:
         embeddings = embeddings.unsqueeze(1)  # (B, 1, d)
     check_tensor(embeddings, "embeddings", ndim=3)
@@ -280,7 +268,7 @@ def _supremix_parts(
         temperature=temperature,
         base_temperature=base_temperature,
     )
-    return losses, has_positive, checks
+    return checks.verify(losses), has_positive
 
 
 @full_precision
@@ -384,7 +372,7 @@ def supremix(
         >>> loss = supremix(emb, ages, generator=torch.Generator().manual_seed(0))
     """
     check_reduction(reduction)
-    losses, has_positive, checks = _supremix_parts(
+    losses, has_positive = supremix_per_anchor(
         embeddings,
         labels,
         temperature=temperature,
@@ -401,9 +389,7 @@ def supremix(
         chunk_size=chunk_size,
         check_values=check_values,
     )
-    if reduction == "mean":
-        return checks.verify(mean_over_counted(losses, has_positive))
-    return checks.verify(reduce(losses, reduction))
+    return reduce_supcon(losses, has_positive, reduction)
 
 
 class SupReMixLoss(LossModule):
