@@ -155,7 +155,7 @@ def test_supcon_bad_inputs():
 
 def test_info_nce_bad_negatives_and_ids():
     a, b = torch.randn(4, 3), torch.randn(4, 3)
-    with pytest.raises(ValueError, match="negatives must have shape"):
+    with pytest.raises(ValueError, match="negatives must be a tensor of shape"):
         ck.info_nce(a, b, negatives=torch.randn(5, 2, 3))
     with pytest.raises(ValueError, match="negatives must have the embedding dimension of a"):
         ck.info_nce(a, b, negatives=torch.randn(5, 2))

@@ -99,22 +99,7 @@ def info_nce(
         >>> loss.shape
         torch.Size([])
     """
-    if negatives is not None:
-        check_tensor(
-            negatives,
-            "negatives",
-            ndim=negatives.ndim if isinstance(negatives, Tensor) else 2,
-            min_rows=0,
-        )
-        if negatives.ndim not in (2, 3) or (
-            negatives.ndim == 3 and negatives.shape[0] != getattr(a, "shape", (None,))[0]
-        ):
-            raise ValueError(
-                f"negatives must have shape (K, d) or (B, K, d) with B the rows of a, "
-                f"got {tuple(negatives.shape)}"
-            )
-        if negatives.shape[-2] == 0:
-            negatives = None  # K = 0: no extra negatives
+    negatives = _nonempty_negatives(negatives, getattr(a, "shape", (0,))[0])
     checks = validate_pair(
         a,
         b,
@@ -174,6 +159,21 @@ def info_nce(
             col_lse = safe_logaddexp(col_lse, positive)
         losses = 0.5 * (losses + (col_lse - positive))
     return checks.verify(reduce(losses, reduction))
+
+
+def _nonempty_negatives(negatives: Tensor | None, batch: int) -> Tensor | None:
+    """Check extra negatives, shared ``(K, d)`` or per anchor ``(B, K, d)``; ``K = 0``: None."""
+    if negatives is None:
+        return None
+    is_tensor = isinstance(negatives, Tensor)
+    ndim = negatives.ndim if is_tensor else 0
+    if ndim not in (2, 3) or (ndim == 3 and negatives.shape[0] != batch):
+        got = tuple(negatives.shape) if is_tensor else type(negatives).__name__
+        raise ValueError(
+            f"negatives must be a tensor of shape (K, d) or ({batch}, K, d), got {got}"
+        )
+    check_tensor(negatives, "negatives", ndim=ndim, min_rows=0)
+    return negatives if negatives.shape[-2] > 0 else None
 
 
 def _global_batch_losses(
