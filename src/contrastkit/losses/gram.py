@@ -61,14 +61,15 @@ def gram_volume(
     tuple, so the off-diagonal entries are the volumes of the anchor with other samples' tuples.
     For ``k = 2`` and unit vectors, ``Vol = sqrt(1 - cos^2) = |sin angle|``.
 
-    Numerics: the ``k x k`` determinants are computed in at least float32 (float64 inputs stay
-    float64), as in the reference (``torch.det(G.float())``). The reference takes
-    ``sqrt(|det|)``, whose gradient is infinite (``NaN`` at exactly 0) for perfectly aligned
-    tuples. Here ``det`` is clamped below at ``eps`` before the square root: the value differs
-    from the reference only where ``Vol < sqrt(eps)`` (``1e-4`` by default, below float32's
-    noise on a determinant of unit vectors), where its gradient is 0, and the gradient is bounded
-    by ``1 / (2 sqrt(eps))`` times that of ``det`` everywhere. ``eps=0`` reproduces the
-    reference exactly (including its infinite gradient at 0).
+    Numerics: the ``k x k`` determinants are computed in float64 (the reference uses
+    ``torch.det(G.float())``; near-collinear tuples cancel catastrophically in float32), then
+    cast back to the inputs' precision. The reference takes ``sqrt(|det|)``, whose gradient is
+    infinite (``NaN`` at exactly 0) for perfectly aligned tuples. Here ``det`` is clamped below
+    at ``eps`` before the square root: the value differs from the reference only where
+    ``Vol < sqrt(eps)`` (``1e-4`` by default), where its gradient is 0, and the gradient is
+    bounded by ``1 / (2 sqrt(eps))`` times that of ``det`` everywhere. ``eps=0`` reproduces the
+    reference's values; where ``det = 0`` exactly the volume is 0 with a zero gradient (the
+    reference's is NaN). The embedding dimension must be at least ``k``.
 
     Args:
         anchor: ``(B1, d)`` anchor-modality embeddings (text in the paper).
@@ -81,8 +82,8 @@ def gram_volume(
         ``(B1, B2)`` volumes, in float32 for half/float32 inputs and float64 for float64 ones.
 
     Raises:
-        ValueError: no other modality, mismatched shapes or dimensions, non-finite values,
-            negative ``eps``.
+        ValueError: no other modality, mismatched shapes or dimensions, an embedding
+            dimension below ``k``, non-finite values, negative ``eps``.
 
     Example:
         >>> import torch
