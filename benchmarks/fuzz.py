@@ -42,6 +42,12 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="target labels to run (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
     parser.add_argument("--name", default="fuzz", help="output file stem")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="the JSON of an earlier run (e.g. on the previous release) to show its totals too",
+    )
+    parser.add_argument("--before-label", default="before", help="row name of --before")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -70,7 +76,10 @@ def main() -> None:
         bad = {k: tally[k] for k in BAD if tally[k]}
         print(f"{target.label:<32} {time.perf_counter() - t0:6.1f}s  {dict(tally)}  {bad or ''}")
     elapsed = time.perf_counter() - start
-    write(args.out, args.name, counts, examples, elapsed, args.calls)
+    before = None
+    if args.before is not None:
+        before = (args.before_label, json.loads(args.before.read_text())["totals"])
+    write(args.out, args.name, counts, examples, elapsed, args.calls, before)
 
 
 def write(
@@ -80,8 +89,9 @@ def write(
     examples: dict[str, dict[str, list[dict[str, object]]]],
     elapsed: float,
     calls: int,
+    before: tuple[str, dict[str, int]] | None = None,
 ) -> None:
-    """Write ``{name}.json`` and ``{name}.md`` to ``out``."""
+    """Write ``{name}.json`` and ``{name}.md`` to ``out`` (``before``: an earlier run's totals)."""
     out.mkdir(parents=True, exist_ok=True)
     totals: Counter[str] = Counter()
     for tally in counts.values():
@@ -121,6 +131,16 @@ def write(
         "| **total** | "
         + " | ".join(f"**{totals[k]}** ({100 * totals[k] / max(n, 1):.2f} %)" for k in OUTCOMES)
         + " |",
+    ]
+    if before is not None:
+        label, old = before
+        m = sum(old.values())
+        lines.append(
+            f"| {label} | "
+            + " | ".join(f"{old[k]} ({100 * old[k] / max(m, 1):.2f} %)" for k in OUTCOMES)
+            + " |"
+        )
+    lines += [
         "",
         header,
         "|---|" + "---:|" * len(OUTCOMES),
