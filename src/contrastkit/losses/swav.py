@@ -279,7 +279,7 @@ class SwAVLoss(LossModule):
     Example:
         >>> import torch
         >>> import torch.nn.functional as F
-        >>> prototypes, criterion = SwAVPrototypes(16, 10), SwAVLoss()
+        >>> prototypes, criterion = SwAVPrototypes(16, num_prototypes=10), SwAVLoss()
         >>> crops = [F.normalize(torch.randn(8, 16), dim=1) for _ in range(2)]
         >>> loss = criterion([prototypes(z) for z in crops])
 
@@ -342,7 +342,7 @@ class SwAVPrototypes(nn.Module):
 
     """
 
-    def __init__(self, dim: int, num_prototypes: int = 3000) -> None:
+    def __init__(self, dim: int, *, num_prototypes: int = 3000) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("num_prototypes", num_prototypes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -118,7 +118,7 @@ class PairMLPWeights(nn.Module):
         torch.Size([4, 5])
     """
 
-    def __init__(self, dim: int, hidden: int = 16) -> None:
+    def __init__(self, dim: int, *, hidden: int = 16) -> None:
         super().__init__()
         for value, name in ((dim, "dim"), (hidden, "hidden")):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
