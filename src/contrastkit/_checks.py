@@ -89,11 +89,7 @@ class ValueChecks:
         """
         if not self.enabled:
             return
-        out_ok = [
-            torch.isfinite(torch.stack(torch.aminmax(o.detach().float()))).all()
-            for o in outputs
-            if o.numel()
-        ]
+        out_ok = [_safe_output(o) for o in outputs if o.numel() and o.is_floating_point()]
         flags = [ok for ok, _ in self._checks] + out_ok
         if not flags:
             return
@@ -105,10 +101,20 @@ class ValueChecks:
             if not bool(ok):
                 raise ValueError(message)
         raise ValueError(
-            f"{self.names}: the loss is not finite for these inputs (similarities or "
-            "exponentials overflow the floating-point range); normalise or rescale them, raise "
-            "the temperature, or compute in float64"
+            f"{self.names}: the loss is not finite, or too large for its gradients to stay "
+            "finite, for these inputs (similarities or exponentials overflow the floating-point "
+            "range); normalise or rescale them, raise the temperature, or compute in float64"
         )
+
+
+def _safe_output(x: Tensor) -> Tensor:
+    """``x`` sums to a finite value below ``sqrt(max)`` of its dtype.
+
+    A finite sum means every element is finite and the loss's mean or sum is too; beyond
+    ``sqrt(max)`` (1.8e19 in float32) the gradients of such a loss overflow.
+    """
+    total = x.detach().sum()
+    return torch.isfinite(total) & (total.abs() <= math.sqrt(torch.finfo(x.dtype).max))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -41,10 +41,15 @@ def test_nan_input_is_named_in_the_error(target: Target) -> None:
     assert "contains NaN or inf" in result.reason
 
 
-def test_the_judge_catches_a_silent_nan() -> None:
-    # Negative control: with the value checks off a NaN input gives a NaN loss, which the judge
-    # must report as silent_nonfinite (not as a correct value).
-    case = _nan_first_input(TARGETS[0], 1)
+def test_the_judge_catches_a_silent_nan(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Negative control: a loss that returns NaN without an error, checks on or off, is reported
+    # as silent_nonfinite (not as a correct value, not excused by check_values=False).
+    def silent_nan(a: torch.Tensor, b: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        return (a * b).sum() * float("nan")
+
+    monkeypatch.setattr(ck, "info_nce", silent_nan)
+    case = make_case(TARGETS[0], 1, mutate=False)
+    assert run_case(case).outcome == "silent_nonfinite"
     case.kwargs["check_values"] = False
     assert run_case(case).outcome == "silent_nonfinite"
 

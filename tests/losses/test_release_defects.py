@@ -292,3 +292,22 @@ def test_every_loss_ignores_autocast():
         plain = call()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             torch.testing.assert_close(call(), plain)
+
+
+# --------------------------------------------------------------------------- overflow (fuzzing)
+@pytest.mark.parametrize(
+    "call",
+    [
+        # per-anchor losses finite, their mean overflowed to inf
+        lambda x: ck.supcon(x, normalize=False, temperature=0.05),
+        # a finite loss of ~1e29 whose gradient overflows
+        lambda x: ck.cacr_loss(x, normalize=False, reduction="sum"),
+        # inf Gram entries were hidden as zero volumes (NaN gradients)
+        lambda x: ck.gram_loss(x[:, 0], x[:, 1], normalize=False),
+    ],
+    ids=["supcon", "cacr_loss", "gram_loss"],
+)
+def test_overflowing_similarities_are_an_error_not_a_silent_inf(call):
+    views = 1e20 * torch.randn(6, 2, 3, generator=torch.Generator().manual_seed(7))
+    with pytest.raises(ValueError, match="the loss is not finite, or too large"):
+        call(views.requires_grad_())

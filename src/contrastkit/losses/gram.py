@@ -145,7 +145,7 @@ def _volumes(anchor: Tensor, others: tuple[Tensor, ...], normalize: bool, eps: f
     det = torch.linalg.det(gram.double()).abs().clamp_min(eps).to(gram.dtype)  # (B1, B2)
     # √det with a zero (not NaN) gradient where det = 0 (collinear rows with eps = 0).
     root = det.clamp_min(torch.finfo(det.dtype).tiny).sqrt()
-    return torch.where(det > 0, root, torch.zeros_like(root))
+    return torch.where(det == 0, torch.zeros_like(root), root)  # NaN stays NaN (checked)
 
 
 @full_precision
