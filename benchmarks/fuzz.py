@@ -110,6 +110,7 @@ def write(
             {
                 "meta": meta,
                 "totals": {k: totals[k] for k in OUTCOMES},
+                "before": None if before is None else {"label": before[0], "totals": before[1]},
                 "targets": {t: {k: c[k] for k in OUTCOMES} for t, c in counts.items()},
                 "examples": examples,
             },
@@ -140,6 +141,7 @@ def write(
             + " | ".join(f"{old[k]} ({100 * old[k] / max(m, 1):.2f} %)" for k in OUTCOMES)
             + " |"
         )
+        lines += ["", f"The *{label}* row: the same generated calls and judge, on those sources."]
     lines += [
         "",
         header,
