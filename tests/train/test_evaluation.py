@@ -15,7 +15,6 @@ def _blobs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_local_fallbacks_agree_with_contrastkit_metrics() -> None:
     from contrastkit import metrics
-
     x, y = _blobs(300, 0)
     xt, yt = _blobs(120, 1)
     assert evaluation._local_knn_accuracy(x, y, xt, yt, k=20) == metrics.knn_accuracy(
