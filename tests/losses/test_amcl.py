@@ -51,14 +51,14 @@ def _data(n=5, heads=2, d=3, seed=0):
 
 def _net(d=3, heads=2, seed=0):
     torch.manual_seed(seed)
-    return PairTemperatureMLP(d, heads, hidden_dim=8).double()
+    return PairTemperatureMLP(d, num_heads=heads, hidden_dim=8).double()
 
 
 @pytest.mark.parametrize("beta", [0.1, 1.0])
 def test_matches_loop_reference_values_and_gradients(beta: float) -> None:
     a, b = _data()
     net = _net()
-    ours = amcl_loss(a, b, net, beta)
+    ours = amcl_loss(a, b, temperature_fn=net, beta=beta)
     ref = ref_amcl(a, b, net, beta, reg_dim=3)
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
     params = [a, b, *net.parameters()]
@@ -71,7 +71,7 @@ def test_matches_loop_reference_values_and_gradients(beta: float) -> None:
 def test_reg_dim_override_matches_reference() -> None:
     a, b = _data(n=4, heads=1, d=3, seed=1)
     net = _net(heads=1, seed=1)
-    ours = amcl_loss(a, b, net, 0.2, reg_dim=128)
+    ours = amcl_loss(a, b, temperature_fn=net, beta=0.2, reg_dim=128)
     ref = ref_amcl(a, b, net, 0.2, reg_dim=128)
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
 
@@ -82,12 +82,14 @@ def test_closed_form_constant_and_similarity_temperatures() -> None:
     b = a.clone()
     # Constant temperature: regularisers cancel; s_pos = 1, hardest negative s = 0.
     const = lambda x, y, c: torch.full((x.shape[0],), 0.5, dtype=D64)  # noqa: E731
-    assert amcl_loss(a, b, const).item() == pytest.approx(-2.0, abs=1e-12)
+    assert amcl_loss(a, b, temperature_fn=const).item() == pytest.approx(-2.0, abs=1e-12)
     # tau = 1 + sim: positives tau=2, negatives tau=1, d = 2.
     by_sim = lambda x, y, c: 1.0 + (x * y).sum(-1)  # noqa: E731
     beta = 0.3
     expected = -0.5 + 0.0 + beta * (math.log(2) + 0.5) - beta * (0.0 + 1.0)
-    assert amcl_loss(a, b, by_sim, beta).item() == pytest.approx(expected, abs=1e-12)
+    assert amcl_loss(a, b, temperature_fn=by_sim, beta=beta).item() == pytest.approx(
+        expected, abs=1e-12
+    )
 
 
 def test_hardest_negative_is_chosen_by_raw_similarity() -> None:
@@ -100,13 +102,13 @@ def test_hardest_negative_is_chosen_by_raw_similarity() -> None:
     a = torch.stack([anchor, n9, n5])[:, None]
     b = a.clone()
     tfn = lambda x, y, c: torch.where((x * y).sum(-1) > 0.7, 1.0, 0.1).to(D64)  # noqa: E731
-    per = amcl_loss(a, b, tfn, 1e-9, reduction="none")
+    per = amcl_loss(a, b, temperature_fn=tfn, beta=1e-9, reduction="none")
     # pair 0: positive s=1 at tau=1 (s>0.7); hardest negative 0.9 at tau=1.
     assert per[0].item() == pytest.approx(-1.0 + 0.9, abs=1e-6)
 
 
 def test_temperature_mlp_bounds_and_init() -> None:
-    net = PairTemperatureMLP(4, 2, hidden_dim=16, lower=0.05, upper=1.0, temp_init=0.2)
+    net = PairTemperatureMLP(4, num_heads=2, hidden_dim=16, lower=0.05, upper=1.0, temp_init=0.2)
     x, y = torch.randn(100, 4) * 10, torch.randn(100, 4) * 10
     for head in range(2):
         tau = net(x, y, head)
@@ -134,10 +136,12 @@ def test_module_learns_temperatures_and_reductions() -> None:
     grads = [p.grad for p in loss_fn.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert any(g.abs().sum() > 0 for g in grads if g is not None)
-    per = amcl_loss(a, b, loss_fn.temperature_net, 0.1, reduction="none")
+    per = amcl_loss(a, b, temperature_fn=loss_fn.temperature_net, beta=0.1, reduction="none")
     assert per.shape == (8,)
     torch.testing.assert_close(per.mean(), loss.detach(), rtol=1e-6, atol=1e-6)
-    assert torch.allclose(per.sum(), amcl_loss(a, b, loss_fn.temperature_net, reduction="sum"))
+    assert torch.allclose(
+        per.sum(), amcl_loss(a, b, temperature_fn=loss_fn.temperature_net, reduction="sum")
+    )
     out = loss_fn(a.half(), b.half())
     assert out.dtype == torch.float32
 
@@ -148,8 +152,8 @@ def test_negative_control_other_negatives_change_gradient() -> None:
     b2 = b.detach().clone()
     b2[3] = -b2[3]
     b2.requires_grad_(True)
-    g1 = torch.autograd.grad(amcl_loss(a, b, net), a)[0]
-    g2 = torch.autograd.grad(amcl_loss(a, b2, net), a)[0]
+    g1 = torch.autograd.grad(amcl_loss(a, b, temperature_fn=net), a)[0]
+    g2 = torch.autograd.grad(amcl_loss(a, b2, temperature_fn=net), a)[0]
     assert not torch.allclose(g1, g2)
 
 
@@ -157,19 +161,19 @@ def test_bad_inputs_raise_value_error_naming_argument() -> None:
     a, b = _data()
     net = _net()
     with pytest.raises(ValueError, match=r"a must have shape \(batch, heads, dim\)"):
-        amcl_loss(a[:, 0], b[:, 0], net)
+        amcl_loss(a[:, 0], b[:, 0], temperature_fn=net)
     with pytest.raises(ValueError, match="a and b must have the same shape"):
-        amcl_loss(a, b[:4], net)
+        amcl_loss(a, b[:4], temperature_fn=net)
     with pytest.raises(ValueError, match="a needs at least 2 rows"):
-        amcl_loss(a[:1], b[:1], net)
+        amcl_loss(a[:1], b[:1], temperature_fn=net)
     with pytest.raises(ValueError, match="beta"):
-        amcl_loss(a, b, net, beta=0.0)
+        amcl_loss(a, b, temperature_fn=net, beta=0.0)
     with pytest.raises(ValueError, match="temperature_fn must be callable"):
-        amcl_loss(a, b, 0.1)  # type: ignore[arg-type]
+        amcl_loss(a, b, temperature_fn=0.1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"temperature_fn must return a \(5,\) tensor"):
-        amcl_loss(a, b, lambda x, y, c: torch.ones(1, dtype=D64))
+        amcl_loss(a, b, temperature_fn=lambda x, y, c: torch.ones(1, dtype=D64))
     with pytest.raises(ValueError, match="temperature <= 0"):
-        amcl_loss(a, b, lambda x, y, c: -torch.ones(x.shape[0], dtype=D64))
+        amcl_loss(a, b, temperature_fn=lambda x, y, c: -torch.ones(x.shape[0], dtype=D64))
     with pytest.raises(ValueError, match=r"a must have shape \(batch, 3, 6\)"):
         AMCLLoss(dim=6, num_heads=3)(a.float(), b.float())
     with pytest.raises(ValueError, match="temp_init"):
@@ -183,4 +187,4 @@ def test_bad_inputs_raise_value_error_naming_argument() -> None:
     bad = a.detach().clone()
     bad[0, 0, 0] = float("inf")
     with pytest.raises(ValueError, match="a contains NaN or inf"):
-        amcl_loss(bad, b, net)
+        amcl_loss(bad, b, temperature_fn=net)

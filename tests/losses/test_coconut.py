@@ -8,12 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from contrastkit.losses.coconut import (
-    CoconutLoss,
-    SourceSupConLoss,
-    coconut_loss,
-    source_supcon,
-)
+from contrastkit.losses.coconut import CoconutLoss, coconut_loss
+from contrastkit.losses.source_supcon import SourceSupConLoss, source_supcon
 from contrastkit.losses.supcon import supcon
 
 D64 = torch.float64
@@ -139,9 +135,9 @@ def test_closed_form_two_samples():
 
 def test_bad_inputs():
     s, t, labels, mask = _batch()
-    with pytest.raises(ValueError, match="anchor_mask"):
+    with pytest.raises(ValueError, match="rehearsal_mask"):
         coconut_loss(s, t, labels, mask.long())
-    with pytest.raises(ValueError, match="positives must be row-aligned"):
+    with pytest.raises(ValueError, match="anchors and positives must have the same shape"):
         source_supcon(s, labels, t[:4], s)
     with pytest.raises(ValueError, match="labels"):
         coconut_loss(s, t, labels.float(), mask)

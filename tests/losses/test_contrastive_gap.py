@@ -124,7 +124,7 @@ def test_cross_modal_uniformity_matches_loop(normalize: bool, chunk_size: int | 
 
     _assert_same(
         lambda a, b: cross_modal_uniformity_loss(
-            a, b, 1.3, normalize=normalize, chunk_size=chunk_size
+            a, b, t=1.3, normalize=normalize, chunk_size=chunk_size
         ),
         ref,
         [a, b],
@@ -137,7 +137,7 @@ def test_cross_modal_uniformity_closed_form_excludes_matched_pairs() -> None:
     # log((n + n(n-1)e^{-2t}) / n²) instead.
     n, t = 4, 2.0
     eye = torch.eye(n, dtype=D64)
-    got = float(cross_modal_uniformity_loss(eye, eye.clone(), t))
+    got = float(cross_modal_uniformity_loss(eye, eye.clone(), t=t))
     assert got == pytest.approx(-2 * t, rel=1e-12)
     with_diag = math.log((n + n * (n - 1) * math.exp(-2 * t)) / n**2)
     assert abs(got - with_diag) > 1.0
@@ -165,9 +165,9 @@ def test_module_matches_function() -> None:
 
 def test_bad_inputs() -> None:
     image, text = _randn(6, 4, seed=0), _randn(6, 4, seed=1)
-    with pytest.raises(ValueError, match="image and text"):
+    with pytest.raises(ValueError, match="a and b"):
         cua_loss(image, text[:4])
-    with pytest.raises(ValueError, match="image needs at least 2 rows"):
+    with pytest.raises(ValueError, match="a needs at least 2 rows"):
         cua_loss(image[:1], text[:1])
     with pytest.raises(ValueError, match="temperature"):
         cua_loss(image, text, temperature=-0.1)
@@ -177,7 +177,7 @@ def test_bad_inputs() -> None:
         cross_modal_uniformity_loss(image, text, t=0.0)
     bad = text.clone()
     bad[1, 1] = float("inf")
-    with pytest.raises(ValueError, match="text contains NaN"):
+    with pytest.raises(ValueError, match="b contains NaN"):
         cuaxu_loss(image, bad)
     with pytest.raises(ValueError, match="b needs|a and b"):
         cross_modal_uniformity_loss(image, text[:, :3])

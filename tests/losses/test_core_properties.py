@@ -155,9 +155,9 @@ def test_supcon_bad_inputs():
 
 def test_info_nce_bad_negatives_and_ids():
     a, b = torch.randn(4, 3), torch.randn(4, 3)
-    with pytest.raises(ValueError, match="negatives must have shape"):
+    with pytest.raises(ValueError, match="negatives must be a tensor of shape"):
         ck.info_nce(a, b, negatives=torch.randn(5, 2, 3))
-    with pytest.raises(ValueError, match="same embedding dimension"):
+    with pytest.raises(ValueError, match="negatives must have the embedding dimension of a"):
         ck.info_nce(a, b, negatives=torch.randn(5, 2))
     with pytest.raises(ValueError, match="positive_ids"):
         ck.info_nce(a, b, positive_ids=torch.arange(3))
@@ -180,22 +180,50 @@ def test_module_constructors_validate():
         ck.info_nce(torch.randn(4, 3), torch.randn(4, 3), chunk_size=0)
 
 
-def test_learnable_temperature_clamps_like_clip():
+def test_learnable_temperature_projects_like_clip():
     t = ck.LearnableTemperature(init=0.07)
     with torch.no_grad():
-        t.log_inverse.fill_(10.0)  # 1/τ = e^10 > 100
+        t.log_inverse.fill_(10.0)  # 1/τ = e^10 > 100: past the bound, e.g. after an optimizer step
     torch.testing.assert_close(t(), torch.tensor(0.01))
+    # projected back onto the bound, as open_clip's logit_scale.clamp_ after a step ...
+    assert float(t.log_inverse.detach()) == pytest.approx(math.log(100.0))
     t().backward()
-    assert t.log_inverse.grad == 0  # clamped: no gradient, as open_clip's clamp_ after a step
+    # ... and the gradient there is the true one, dτ/d log(1/τ) = -τ (a clamp in the graph gave 0)
+    torch.testing.assert_close(t.log_inverse.grad, torch.tensor(-0.01))
+
+
+def test_learnable_temperature_comes_back_from_its_bound():
+    # Regression: with the old clamp-in-forward the gradient was exactly 0 past the bound, so the
+    # temperature never came back (and Adam's momentum kept pushing the parameter away).
+    t = ck.LearnableTemperature(init=0.02, min=0.01)
+    opt = torch.optim.Adam(t.parameters(), lr=0.5)
+    for _ in range(20):  # a loss that wants a small τ drives the parameter past the bound
+        opt.zero_grad()
+        t().backward()
+        opt.step()
+    assert float(t().detach()) == pytest.approx(0.01)
+    for _ in range(20):  # now the loss wants a large τ: the temperature must leave the bound
+        opt.zero_grad()
+        (-t()).backward()
+        opt.step()
+    assert float(t().detach()) > 0.05
 
 
 def test_modules_equal_functions():
     a, b = _pair(3, 6, 4)
-    torch.testing.assert_close(ck.InfoNCELoss(0.2)(a, b), ck.info_nce(a, b, temperature=0.2))
-    torch.testing.assert_close(ck.NTXentLoss(0.3)(a, b), ck.nt_xent(a, b, temperature=0.3))
-    torch.testing.assert_close(ck.DCLLoss(0.3)(a, b), ck.dcl(a, b, temperature=0.3))
     torch.testing.assert_close(
-        ck.DCLWLoss(0.3, 0.7)(a, b), ck.dclw(a, b, temperature=0.3, sigma=0.7)
+        ck.InfoNCELoss(temperature=0.2)(a, b), ck.info_nce(a, b, temperature=0.2)
     )
-    torch.testing.assert_close(ck.CLIPLoss(0.2).double()(a, b), ck.clip_loss(a, b, temperature=0.2))
-    torch.testing.assert_close(ck.CWCLLoss(0.2).double()(a, b), ck.cwcl(a, b, temperature=0.2))
+    torch.testing.assert_close(
+        ck.NTXentLoss(temperature=0.3)(a, b), ck.nt_xent(a, b, temperature=0.3)
+    )
+    torch.testing.assert_close(ck.DCLLoss(temperature=0.3)(a, b), ck.dcl(a, b, temperature=0.3))
+    torch.testing.assert_close(
+        ck.DCLWLoss(temperature=0.3, sigma=0.7)(a, b), ck.dclw(a, b, temperature=0.3, sigma=0.7)
+    )
+    torch.testing.assert_close(
+        ck.CLIPLoss(temperature=0.2).double()(a, b), ck.clip_loss(a, b, temperature=0.2)
+    )
+    torch.testing.assert_close(
+        ck.CWCLLoss(temperature=0.2).double()(a, b), ck.cwcl(a, b, temperature=0.2)
+    )

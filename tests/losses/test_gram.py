@@ -97,9 +97,16 @@ def test_eps_only_changes_near_degenerate_volumes_and_keeps_gradients_finite() -
     loss = gram_loss(x, x, x)
     (grad,) = torch.autograd.grad(loss, x)
     assert torch.isfinite(grad).all()
+    # the reference's sqrt(|det|) has a NaN gradient at det = 0 (the failure the clamp removes) ...
     y = x.detach().clone().requires_grad_()
-    (grad_ref,) = torch.autograd.grad(gram_volume(y, y, y, eps=0.0).diagonal().sum(), y)
-    assert not torch.isfinite(grad_ref).all()  # the failure the eps clamp removes
+    z = F.normalize(y, dim=-1)
+    tuples = torch.stack([z, z, z], dim=1)  # (3, k, d): each row's aligned tuple
+    raw = torch.linalg.det(tuples @ tuples.transpose(1, 2)).abs().sqrt()
+    (grad_ref,) = torch.autograd.grad(raw.sum(), y)
+    assert not torch.isfinite(grad_ref).all()
+    # ... and with eps = 0 the volume is 0 there with a zero gradient, not NaN
+    (grad_zero,) = torch.autograd.grad(gram_volume(y, y, y, eps=0.0).diagonal().sum(), y)
+    assert torch.isfinite(grad_zero).all()
 
 
 # ----------------------------------------------------------------------------- loss

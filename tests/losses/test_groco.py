@@ -299,7 +299,7 @@ def test_bad_inputs_raise_value_error_naming_the_argument() -> None:
         groco_loss(views, topk_neg=0)
     with pytest.raises(ValueError, match="views"):
         groco_loss(views[:, 0])
-    with pytest.raises(ValueError, match="at least 2 views"):
+    with pytest.raises(ValueError, match="views >= 2"):
         groco_loss(views[:, :1], topk_neg=2)
     with pytest.raises(ValueError, match="num_positive_views"):
         groco_loss(views, topk_neg=2, num_positive_views=3)

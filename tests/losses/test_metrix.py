@@ -127,7 +127,7 @@ def test_multi_similarity_matches_loop_reference(mode):
     ours = metrix_multi_similarity(
         emb, labels, mixes=_as_mixes(mixed), alpha=2.0, beta=10.0, base=0.5, mix_weight=0.3
     )
-    ref = multi_similarity_loss(emb, labels, 2.0, 10.0, 0.5) + 0.3 * ref_ms_mix(
+    ref = multi_similarity_loss(emb, labels, alpha=2.0, beta=10.0, base=0.5) + 0.3 * ref_ms_mix(
         emb, labels, mixed, 2.0, 10.0, 0.5
     )
     torch.testing.assert_close(ours, ref)

@@ -8,16 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from contrastkit.losses._sampling import sample_beta
 from contrastkit.losses.clip import clip_loss
 from contrastkit.losses.info_nce import info_nce
-from contrastkit.losses.mixco import (
-    MixCoLoss,
-    SoftCLIPLoss,
-    mixco_loss,
-    mixco_mix,
-    sample_beta,
-    soft_clip_loss,
-)
+from contrastkit.losses.mixco import MixCoLoss, mixco_loss, mixco_mix
+from contrastkit.losses.soft_clip import SoftCLIPLoss, soft_clip_loss
 
 D64 = torch.float64
 

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from peers import load_lightly_loss
 
 from contrastkit.losses.info_nce import info_nce
-from contrastkit.losses.mochi import MoCHiLoss, MoCoLoss, mochi_negatives, moco_loss
+from contrastkit.losses.mochi import MoCHiLoss, mochi_negatives
+from contrastkit.losses.moco import MoCoLoss, moco_loss
 
 DT = torch.float64
 
@@ -126,9 +127,9 @@ def test_moco_bad_input() -> None:
         moco_loss(q, k, queue[:0])
     with pytest.raises(ValueError, match="q and k must have the same shape"):
         moco_loss(q, k[:3], queue)
-    with pytest.raises(ValueError, match="q and queue_features must have the same embedding"):
+    with pytest.raises(ValueError, match="queue_features must have the embedding dimension of q"):
         moco_loss(q, k, queue[:, :3])
-    with pytest.raises(ValueError, match="queue_features must be a"):
+    with pytest.raises(ValueError, match="queue_features must have shape"):
         moco_loss(q, k, queue[0])
     with pytest.raises(ValueError, match="temperature"):
         moco_loss(q, k, queue, temperature=0.0)
@@ -193,7 +194,9 @@ def _mochi_first_query_bug(q, queue, n_hard, n_mix, n_query_mix, seed):
 
 def test_mochi_loop_reference() -> None:
     q, _, queue = _data(8, batch=5, k=20)
-    got = mochi_negatives(q, queue, 6, 7, 3, generator=torch.Generator().manual_seed(9))
+    got = mochi_negatives(
+        q, queue, n_hard=6, n_mix=7, n_query_mix=3, generator=torch.Generator().manual_seed(9)
+    )
     ref, beta = _mochi_loop(q, queue, 6, 7, 3, seed=9)
     assert got.shape == (5, 10, 5)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
@@ -204,7 +207,9 @@ def test_mochi_loop_reference() -> None:
 def test_mochi_per_query_indexing_pitfall_is_detected() -> None:
     """A buggy implementation that uses only the first query's hard negatives must differ."""
     q, _, queue = _data(10, batch=6, dim=16, k=40)
-    got = mochi_negatives(q, queue, 5, 8, 4, generator=torch.Generator().manual_seed(11))
+    got = mochi_negatives(
+        q, queue, n_hard=5, n_mix=8, n_query_mix=4, generator=torch.Generator().manual_seed(11)
+    )
     buggy = _mochi_first_query_bug(q, queue, 5, 8, 4, seed=11)
     ref, _ = _mochi_loop(q, queue, 5, 8, 4, seed=11)
     torch.testing.assert_close(got, ref)
@@ -227,20 +232,26 @@ def test_mochi_per_query_indexing_pitfall_is_detected() -> None:
 def test_mochi_negatives_are_detached_and_seeded() -> None:
     q, _, queue = _data(12)
     q = q.clone().requires_grad_(True)
-    a = mochi_negatives(q, queue, 4, 5, 2, generator=torch.Generator().manual_seed(0))
-    b = mochi_negatives(q, queue, 4, 5, 2, generator=torch.Generator().manual_seed(0))
-    c = mochi_negatives(q, queue, 4, 5, 2, generator=torch.Generator().manual_seed(1))
+    a = mochi_negatives(
+        q, queue, n_hard=4, n_mix=5, n_query_mix=2, generator=torch.Generator().manual_seed(0)
+    )
+    b = mochi_negatives(
+        q, queue, n_hard=4, n_mix=5, n_query_mix=2, generator=torch.Generator().manual_seed(0)
+    )
+    c = mochi_negatives(
+        q, queue, n_hard=4, n_mix=5, n_query_mix=2, generator=torch.Generator().manual_seed(1)
+    )
     assert not a.requires_grad
     assert torch.equal(a, b) and not torch.allclose(a, c)  # negative control: other draws
-    assert mochi_negatives(q, queue, 4, 0, 0).shape == (4, 0, 5)
-    assert mochi_negatives(q, queue, 4, 0, 3).shape == (4, 3, 5)
+    assert mochi_negatives(q, queue, n_hard=4, n_mix=0, n_query_mix=0).shape == (4, 0, 5)
+    assert mochi_negatives(q, queue, n_hard=4, n_mix=0, n_query_mix=3).shape == (4, 3, 5)
 
 
 def test_mochi_loss_equals_moco_with_synthetic_negatives_and_gradients() -> None:
     """MoCHiLoss = moco_loss(extra=mochi_negatives); synthetic negatives carry no gradient."""
     q, k, queue = _data(13, k=16)
     q1, q2 = q.clone().requires_grad_(True), q.clone().requires_grad_(True)
-    got = MoCHiLoss(6, 5, 3, temperature=0.2)(
+    got = MoCHiLoss(n_hard=6, n_mix=5, n_query_mix=3, temperature=0.2)(
         q1, k, queue, generator=torch.Generator().manual_seed(4)
     )
     extra, _ = _mochi_loop(q, queue, 6, 5, 3, seed=4)  # built from a detached q: constants
@@ -253,7 +264,9 @@ def test_mochi_loss_equals_moco_with_synthetic_negatives_and_gradients() -> None
 
 def test_mochi_loss_small_queue_uses_all_rows() -> None:
     q, k, queue = _data(14, k=3)
-    got = MoCHiLoss(8, 4, 2)(q, k, queue, generator=torch.Generator().manual_seed(2))
+    got = MoCHiLoss(n_hard=8, n_mix=4, n_query_mix=2)(
+        q, k, queue, generator=torch.Generator().manual_seed(2)
+    )
     extra, _ = _mochi_loop(q, queue, 3, 4, 2, seed=2)
     torch.testing.assert_close(got, _moco_loop(q, k, queue, 0.2, extra))
 
@@ -261,19 +274,19 @@ def test_mochi_loss_small_queue_uses_all_rows() -> None:
 def test_mochi_bad_input() -> None:
     q, _, queue = _data(15)
     with pytest.raises(ValueError, match=r"n_hard must be <= the number of queue rows \(12\)"):
-        mochi_negatives(q, queue, 13, 2, 2)
+        mochi_negatives(q, queue, n_hard=13, n_mix=2, n_query_mix=2)
     with pytest.raises(ValueError, match="n_hard must be an integer >= 1"):
-        mochi_negatives(q, queue, 0, 2, 2)
+        mochi_negatives(q, queue, n_hard=0, n_mix=2, n_query_mix=2)
     with pytest.raises(ValueError, match="n_mix must be an integer >= 0"):
-        mochi_negatives(q, queue, 4, -1, 2)
+        mochi_negatives(q, queue, n_hard=4, n_mix=-1, n_query_mix=2)
     with pytest.raises(ValueError, match="n_query_mix must be an integer >= 0"):
-        MoCHiLoss(4, 2, 1.5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="query and queue_features must have the same embedding"):
-        mochi_negatives(q, queue[:, :2], 4, 2, 2)
+        MoCHiLoss(n_hard=4, n_mix=2, n_query_mix=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="queue_features must have the embedding dimension of q"):
+        mochi_negatives(q, queue[:, :2], n_hard=4, n_mix=2, n_query_mix=2)
     bad = q.clone()
     bad[1, 1] = float("nan")
-    with pytest.raises(ValueError, match="query contains NaN"):
-        mochi_negatives(bad, queue, 4, 2, 2)
+    with pytest.raises(ValueError, match="q contains NaN"):
+        mochi_negatives(bad, queue, n_hard=4, n_mix=2, n_query_mix=2)
     with pytest.raises(ValueError, match="temperature"):
         MoCHiLoss(temperature=-1.0)
-    assert math.isfinite(float(MoCHiLoss(4, 2, 2)(q, q, queue)))
+    assert math.isfinite(float(MoCHiLoss(n_hard=4, n_mix=2, n_query_mix=2)(q, q, queue)))

@@ -80,7 +80,7 @@ def _batch(n: int = 12, d: int = 6, classes: int = 4, seed: int = 0):
 )
 def test_loss_matches_loop_reference(alpha: float, beta: float, base: float) -> None:
     emb, labels = _batch()
-    ours = multi_similarity_loss(emb, labels, alpha, beta, base)
+    ours = multi_similarity_loss(emb, labels, alpha=alpha, beta=beta, base=base)
     ref = ref_ms_loss(emb, labels.tolist(), alpha, beta, base)
     torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
     (g1,) = torch.autograd.grad(ours, emb)
@@ -90,7 +90,7 @@ def test_loss_matches_loop_reference(alpha: float, beta: float, base: float) -> 
 
 def test_miner_matches_loop_reference_and_loss_with_mined_pairs() -> None:
     emb, labels = _batch(n=16, classes=5, seed=1)
-    mined = multi_similarity_mine(emb, labels, 0.1)
+    mined = multi_similarity_mine(emb, labels, epsilon=0.1)
     assert _as_sets(mined) == ref_mine(emb, labels.tolist(), 0.1)
     assert len(mined[0]) > 0 and len(mined[2]) > 0
     ours = multi_similarity_loss(emb, labels, indices_tuple=mined)
@@ -106,12 +106,12 @@ def test_miner_matches_loop_reference_and_loss_with_mined_pairs() -> None:
 def test_mining_actually_drops_pairs() -> None:
     # Negative control for the mined parity: easy negatives are dropped, so values differ.
     emb, labels = _batch(n=16, classes=4, seed=2)
-    a1, p, a2, n = multi_similarity_mine(emb, labels, 0.1)
+    a1, p, a2, n = multi_similarity_mine(emb, labels, epsilon=0.1)
     all_pos = sum(int((labels == c).sum()) * (int((labels == c).sum()) - 1) for c in range(4))
     assert len(a2) < 16 * 12 or len(a1) < all_pos
     # Small beta/base so that the dropped easy pairs carry visible weight.
-    full = multi_similarity_loss(emb, labels, 2.0, 2.0, 0.0)
-    mined = multi_similarity_loss(emb, labels, 2.0, 2.0, 0.0, indices_tuple=(a1, p, a2, n))
+    full = multi_similarity_loss(emb, labels, alpha=2.0, beta=2.0, base=0.0)
+    mined = multi_similarity_loss(emb, labels, (a1, p, a2, n), alpha=2.0, beta=2.0, base=0.0)
     assert (full - mined).abs().item() > 1e-3
 
 
@@ -124,7 +124,7 @@ def test_closed_form_two_classes_orthogonal() -> None:
     expected = (
         math.log1p(math.exp(-a * (1 - lam))) / a + math.log1p(2 * math.exp(b * (0 - lam))) / b
     )
-    assert multi_similarity_loss(emb, labels, a, b, lam).item() == pytest.approx(
+    assert multi_similarity_loss(emb, labels, alpha=a, beta=b, base=lam).item() == pytest.approx(
         expected, rel=1e-12
     )
 
@@ -136,7 +136,7 @@ def test_closed_form_miner_keeps_violating_pairs_only() -> None:
         [[1.0, 0.0], [c, s], [0.55, -math.sqrt(1 - 0.55**2)], [-1.0, 0.0]], dtype=D64
     )
     labels = torch.tensor([0, 0, 1, 2])
-    a1, p, a2, n = multi_similarity_mine(emb, labels, 0.1)
+    a1, p, a2, n = multi_similarity_mine(emb, labels, epsilon=0.1)
     pos_pairs, neg_pairs = (
         set(zip(a1.tolist(), p.tolist(), strict=True)),
         set(zip(a2.tolist(), n.tolist(), strict=True)),
@@ -172,7 +172,7 @@ def test_reduction_and_module() -> None:
     assert per.shape == (12,)
     torch.testing.assert_close(per.mean(), multi_similarity_loss(emb, labels))
     torch.testing.assert_close(per.sum(), multi_similarity_loss(emb, labels, reduction="sum"))
-    mod = MultiSimilarityLoss(miner=MultiSimilarityMiner(0.1))
+    mod = MultiSimilarityLoss(miner=MultiSimilarityMiner(epsilon=0.1))
     torch.testing.assert_close(
         mod(emb, labels),
         multi_similarity_loss(emb, labels, indices_tuple=multi_similarity_mine(emb, labels)),
@@ -204,14 +204,14 @@ def test_parity_with_pytorch_metric_learning(alpha, beta, base, use_miner) -> No
     theirs_loss = pml.losses.MultiSimilarityLoss(alpha=alpha, beta=beta, base=base)
     if use_miner:
         their_tuple = pml.miners.MultiSimilarityMiner(epsilon=0.1)(emb, labels)
-        our_tuple = multi_similarity_mine(emb, labels, 0.1)
+        our_tuple = multi_similarity_mine(emb, labels, epsilon=0.1)
         assert _as_sets(our_tuple) == _as_sets(their_tuple)
         assert len(our_tuple[0]) > 1 and len(our_tuple[2]) > 1
         theirs = theirs_loss(emb, labels, their_tuple)
-        ours = multi_similarity_loss(emb, labels, alpha, beta, base, indices_tuple=our_tuple)
+        ours = multi_similarity_loss(emb, labels, our_tuple, alpha=alpha, beta=beta, base=base)
     else:
         theirs = theirs_loss(emb, labels)
-        ours = multi_similarity_loss(emb, labels, alpha, beta, base)
+        ours = multi_similarity_loss(emb, labels, alpha=alpha, beta=beta, base=base)
     torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
     (g1,) = torch.autograd.grad(ours, emb)
     (g2,) = torch.autograd.grad(theirs, emb)
@@ -232,7 +232,9 @@ def test_parity_miner_on_many_random_batches() -> None:
     miner = pml.miners.MultiSimilarityMiner(epsilon=0.05)
     for seed in range(5):
         emb, labels = _batch(n=20, d=3, classes=3, seed=10 + seed)
-        assert _as_sets(multi_similarity_mine(emb, labels, 0.05)) == _as_sets(miner(emb, labels))
+        assert _as_sets(multi_similarity_mine(emb, labels, epsilon=0.05)) == _as_sets(
+            miner(emb, labels)
+        )
 
 
 # ----------------------------------------------------------------------------- bad input

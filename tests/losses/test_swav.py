@@ -67,7 +67,9 @@ def _crops(v: int, b: int, k: int, seed: int = 0, grad: bool = True) -> list[tor
 @pytest.mark.parametrize("iters", [1, 3, 10])
 def test_sinkhorn_matches_loop_reference(iters: int) -> None:
     (s,) = _crops(1, 6, 4, seed=iters, grad=False)
-    torch.testing.assert_close(sinkhorn(s, 0.05, iters), ref_sinkhorn(s, 0.05, iters))
+    torch.testing.assert_close(
+        sinkhorn(s, epsilon=0.05, iterations=iters), ref_sinkhorn(s, 0.05, iters)
+    )
 
 
 def test_omitting_the_divide_by_k_step_is_harmless() -> None:

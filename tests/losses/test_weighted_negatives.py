@@ -263,11 +263,11 @@ def test_engine_pair_rule_with_log_weight_sanity() -> None:
 
 def test_bad_inputs() -> None:
     a, b = _randn(5, 4, seed=0), _randn(5, 4, seed=1)
-    with pytest.raises(ValueError, match="row_assignments must be an integer"):
+    with pytest.raises(ValueError, match="assignments must be integer cluster ids"):
         meow_loss(a, b, torch.zeros(5, 2))
-    with pytest.raises(ValueError, match="row_assignments must be an integer"):
+    with pytest.raises(ValueError, match="assignments must be an integer tensor of shape"):
         meow_loss(a, b, torch.zeros(5, dtype=torch.long))
-    with pytest.raises(ValueError, match="assignments must have 5 rows"):
+    with pytest.raises(ValueError, match=r"assignments must have shape \(5, K >= 1\)"):
         meow_loss(a, b, torch.zeros(4, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="same number of clusterings"):
         ClusterNegativeWeights(

@@ -61,6 +61,34 @@ def _pca2(x: Tensor) -> Tensor:
     return xc @ v[:2].T if v.shape[0] >= 2 else torch.cat([xc @ v[:1].T, torch.zeros(len(x), 1)], 1)
 
 
+@dataclass
+class _Sample:
+    """The inputs of one analysis and the rows the pairwise metrics use.
+
+    Attributes:
+        x, labels, second: the full inputs (spectrum and centroid distance use every row).
+        xs, ys, bs: the subsample of at most ``max_samples`` rows (same rows of each).
+        zs: ``xs`` L2-normalised in float64.
+        gen: the seeded generator (subsampling, hardness anchors, projection points).
+        seed: the seed (train/test split, modality-gap probe).
+    """
+
+    x: Tensor
+    labels: Tensor | None
+    second: Tensor | None
+    xs: Tensor
+    ys: Tensor | None
+    bs: Tensor | None
+    zs: Tensor
+    gen: torch.Generator
+    seed: int
+
+    @property
+    def ns(self) -> int:
+        """Rows used by the pairwise metrics."""
+        return int(self.xs.shape[0])
+
+
 def analyze(
     x: Tensor,
     *,
@@ -101,204 +129,23 @@ def analyze(
     Raises:
         ValueError: inconsistent inputs (shapes, lengths).
     """
-    n, d = x.shape
-    if labels is not None and labels.shape[0] != n:
-        raise ValueError(f"labels has {labels.shape[0]} rows but the embeddings have {n}")
-    if second is not None and second.shape != x.shape:
-        raise ValueError(
-            f"second modality has shape {tuple(second.shape)}, expected {tuple(x.shape)}"
-        )
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(n, generator=gen)[:max_samples].sort().values if n > max_samples else None
-    xs = x if idx is None else x[idx]
-    ys = labels if labels is None or idx is None else labels[idx]
-    bs = second if second is None or idx is None else second[idx]
-    ns = xs.shape[0]
-    zs = F.normalize(xs.double(), dim=1)
+    s = _sample(x, labels, second, max_samples, seed)
     out = Analysis()
-    info: dict[str, Any] = {"n": n, "d": d, "rows_used_for_pairwise_metrics": ns, "seed": seed}
+    info: dict[str, Any] = {"n": x.shape[0], "d": x.shape[1]}
+    info.update({"rows_used_for_pairwise_metrics": s.ns, "seed": seed})
     if labels is not None:
         info["num_classes"] = int(torch.unique(labels).numel())
     info["second_modality"] = second is not None
     out.metrics["inputs"] = info
 
-    steps: list[tuple[str, Callable[[], None]]] = []
-    geo: dict[str, Any] = {}
-    out.metrics["geometry"] = geo
-
-    def do_geometry() -> None:
-        geo["uniformity"] = M.uniformity(xs, check_values=False)
-        if labels is not None and ys is not None:
-            try:
-                geo["tolerance"] = M.tolerance(xs, ys, check_values=False)
-            except ValueError as err:
-                geo["tolerance_error"] = str(err)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", M.CollapseWarning)
-            out.spectrum = M.spectrum(x, check_values=False)
-            if second is not None:
-                out.spectrum_second = M.spectrum(second, check_values=False)
-        geo["effective_rank"] = out.spectrum.effective_rank
-        geo["max_rank"] = out.spectrum.max_rank
-        geo["collapsed"] = out.spectrum.collapsed
-        ev = out.spectrum.explained_variance
-        geo["dims_for_90pct_energy"] = int((ev < 0.9).sum()) + 1
-        if out.spectrum_second is not None:
-            geo["effective_rank_second"] = out.spectrum_second.effective_rank
-            geo["collapsed_second"] = out.spectrum_second.collapsed
-
-    steps.append(("geometry", do_geometry))
-
-    if labels is not None and ys is not None:
-
-        def do_label_metrics() -> None:
-            sec: dict[str, Any] = {}
-            out.metrics["labels"] = sec
-            try:
-                out.similarity = M.similarity_stats(xs, query_labels=ys, check_values=False)
-                sec.update({f"similarity_{k}": v for k, v in out.similarity.summary().items()})
-            except ValueError as err:
-                sec["similarity_error"] = str(err)
-            try:
-                res = M.auc(xs, query_labels=ys, skip_undefined=True, check_values=False)
-                sec["auc_global"] = res.global_auc
-                sec["auc_mean_query"] = res.mean_query_auc
-            except ValueError as err:
-                sec["auc_error"] = str(err)
-            valid_ks = tuple(k for k in ks if k <= ns - 1)
-            try:
-                ret = M.retrieval_metrics(
-                    xs,
-                    query_labels=ys,
-                    ks=valid_ks,
-                    skip_queries_without_positives=True,
-                    check_values=False,
-                    progress=progress,
-                )
-                sec.update({f"retrieval_{k}": v for k, v in ret.as_dict().items()})
-                sec["retrieval_queries_skipped"] = ret.num_skipped
-            except ValueError as err:
-                sec["retrieval_error"] = str(err)
-
-        def do_probes() -> None:
-            sec: dict[str, Any] = {}
-            out.metrics["classification"] = sec
-            assert ys is not None
-            try:
-                tr, te = M.train_test_indices(ys, test_fraction=0.2, seed=seed)
-            except ValueError as err:
-                sec["error"] = str(err)
-                return
-            sec["train_rows"], sec["test_rows"] = int(tr.numel()), int(te.numel())
-            k = min(knn_k, int(tr.numel()))
-            sec["knn_k"], sec["knn_temperature"] = k, knn_temperature
-            sec["knn_accuracy"] = M.knn_accuracy(
-                xs[tr], ys[tr], xs[te], ys[te], k=k, temperature=knn_temperature
-            )
-            try:
-                probe = M.linear_probe(xs[tr], ys[tr], xs[te], ys[te], seed=seed)
-                sec["linear_probe_accuracy"] = probe.accuracy
-                sec["linear_probe_train_accuracy"] = probe.train_accuracy
-                sec["linear_probe_converged"] = probe.converged
-            except ValueError as err:
-                sec["linear_probe_error"] = str(err)
-
-        steps.append(("label metrics", do_label_metrics))
-        steps.append(("kNN + linear probe", do_probes))
-
-    if second is not None and bs is not None:
-
-        def do_cross_modal() -> None:
-            sec: dict[str, Any] = {}
-            out.metrics["cross_modal"] = sec
-            sec["alignment"] = M.alignment(xs, bs, check_values=False)
-            sec["top1_accuracy_x_to_second"] = M.top1_accuracy(xs, bs, check_values=False)
-            sec["top1_accuracy_second_to_x"] = M.top1_accuracy(bs, xs, check_values=False)
-            stats = M.similarity_stats(xs, bs, check_values=False)
-            if out.similarity is None:
-                out.similarity = stats
-            sec.update({f"similarity_{k}": v for k, v in stats.summary().items()})
-            res = M.auc(xs, bs, check_values=False)
-            sec["auc_global"], sec["auc_mean_query"] = res.global_auc, res.mean_query_auc
-            for name, (q, c) in {"x_to_second": (xs, bs), "second_to_x": (bs, xs)}.items():
-                ret = M.retrieval_metrics(q, c, ks=ks, check_values=False, progress=progress)
-                sec.update({f"retrieval_{name}_{k}": v for k, v in ret.as_dict().items()})
-            gap = M.modality_gap(xs, bs, seed=seed, check_values=False)
-            out.metrics["modality_gap"] = dict(gap.__dict__)
-            out.metrics["modality_gap"]["centroid_distance_all_rows"] = M.centroid_distance(
-                x, second, check_values=False
-            )
-
-        steps.append(("cross-modal + gap", do_cross_modal))
-
-    def do_hardness() -> None:
-        h = min(hardness_samples, ns)
-        sub = torch.randperm(ns, generator=gen)[:h].sort().values
-        if bs is not None:
-            sims = zs[sub] @ F.normalize(bs[sub].double(), dim=1).T  # (h, h), diagonal = positives
-            neg = ~torch.eye(h, dtype=torch.bool)
-            desc = "x vs second modality, off-diagonal negatives"
-        elif ys is not None:
-            sims = zs[sub] @ zs[sub].T
-            neg = ys[sub][:, None] != ys[sub][None, :]
-            if not bool(neg.any(1).all()):
-                neg = ~torch.eye(h, dtype=torch.bool)
-                desc = "all other samples are negatives"
-            else:
-                desc = "different-label samples are negatives"
-        else:
-            sims = zs[sub] @ zs[sub].T
-            neg = ~torch.eye(h, dtype=torch.bool)
-            desc = "all other samples are negatives (instance discrimination)"
-        sec: dict[str, Any] = {"anchors": h, "negatives": desc}
-        for prof in M.temperature_sweep(sims, temperatures, negative_mask=neg, check_values=False):
-            centres, weight = M.hardness_curve(prof, sims, negative_mask=neg)
-            out.hardness.append((prof.temperature, centres, weight, prof))
-            sec[f"tau={prof.temperature:g}_effective_negatives"] = prof.effective_negatives
-            sec[f"tau={prof.temperature:g}_top1_weight"] = prof.top1_weight
-            sec[f"tau={prof.temperature:g}_entropy"] = prof.entropy
-        sec["num_negatives_per_anchor"] = out.hardness[0][3].num_negatives
-        out.metrics["hardness"] = sec
-        if out.similarity is None:
-            vals = sims[neg]
-            edges = torch.linspace(-1, 1, 101, dtype=torch.float64)
-            counts = torch.histc(vals.double(), bins=100, min=-1, max=1)
-            out.all_pairs_hist = (edges, counts)
-
-    steps.append(("hardness profiles", do_hardness))
-
-    def do_projection() -> None:
-        p = min(projection_samples, ns)
-        sub = torch.randperm(ns, generator=gen)[:p].sort().values
-        if bs is not None:
-            pts = torch.cat([zs[sub], F.normalize(bs[sub].double(), dim=1)])
-            out.projection = _pca2(pts)
-            out.projection_groups = torch.cat([torch.zeros(p), torch.ones(p)]).long()
-            out.group_names = ["x", "second modality"]
-        else:
-            out.projection = _pca2(zs[sub])
-            if ys is not None:
-                out.projection_groups = ys[sub]
-                out.group_names = [str(int(c)) for c in range(int(ys.max()) + 1)]
-        if labels is not None and ys is not None and geo.get("tolerance") is not None:
-            out.plane = (
-                -geo["uniformity"],
-                geo["tolerance"],
-                "-uniformity (t=2)",
-                "tolerance",
-                "uniformity-tolerance (Wang & Liu)",
-            )
-        elif second is not None:
-            sec = out.metrics["cross_modal"]
-            out.plane = (
-                -geo["uniformity"],
-                sec["alignment"],
-                "-uniformity (t=2)",
-                "alignment (alpha=2)",
-                "alignment-uniformity (Wang & Isola)",
-            )
-
-    steps.append(("projection", do_projection))
+    steps: list[tuple[str, Callable[[], None]]] = [("geometry", lambda: _geometry(s, out))]
+    if s.ys is not None:
+        steps.append(("label metrics", lambda: _label_metrics(s, out, ks, progress)))
+        steps.append(("kNN + linear probe", lambda: _probes(s, out, knn_k, knn_temperature)))
+    if s.bs is not None:
+        steps.append(("cross-modal + gap", lambda: _cross_modal(s, out, ks, progress)))
+    steps.append(("hardness profiles", lambda: _hardness(s, out, temperatures, hardness_samples)))
+    steps.append(("projection", lambda: _projection(s, out, projection_samples)))
 
     iterator: Any = steps
     if progress:
@@ -310,3 +157,203 @@ def analyze(
             iterator.set_postfix_str(name)
         step()
     return out
+
+
+def _sample(
+    x: Tensor, labels: Tensor | None, second: Tensor | None, max_samples: int, seed: int
+) -> _Sample:
+    """Check the inputs and draw the (seeded) subsample of the pairwise metrics."""
+    n = x.shape[0]
+    if labels is not None and labels.shape[0] != n:
+        raise ValueError(f"labels has {labels.shape[0]} rows but the embeddings have {n}")
+    if second is not None and second.shape != x.shape:
+        raise ValueError(
+            f"second modality has shape {tuple(second.shape)}, expected {tuple(x.shape)}"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n, generator=gen)[:max_samples].sort().values if n > max_samples else None
+    xs = x if idx is None else x[idx]
+    ys = labels if labels is None or idx is None else labels[idx]
+    bs = second if second is None or idx is None else second[idx]
+    zs = F.normalize(xs.double(), dim=1)
+    return _Sample(x, labels, second, xs, ys, bs, zs, gen, seed)
+
+
+def _geometry(s: _Sample, out: Analysis) -> None:
+    """Uniformity, tolerance (with labels) and the singular-value spectrum."""
+    geo: dict[str, Any] = {}
+    out.metrics["geometry"] = geo
+    geo["uniformity"] = M.uniformity(s.xs, check_values=False)
+    if s.ys is not None:
+        try:
+            geo["tolerance"] = M.tolerance(s.xs, s.ys, check_values=False)
+        except ValueError as err:
+            geo["tolerance_error"] = str(err)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", M.CollapseWarning)
+        out.spectrum = M.spectrum(s.x, check_values=False)
+        if s.second is not None:
+            out.spectrum_second = M.spectrum(s.second, check_values=False)
+    geo["effective_rank"] = out.spectrum.effective_rank
+    geo["max_rank"] = out.spectrum.max_rank
+    geo["collapsed"] = out.spectrum.collapsed
+    ev = out.spectrum.explained_variance
+    geo["dims_for_90pct_energy"] = int((ev < 0.9).sum()) + 1
+    if out.spectrum_second is not None:
+        geo["effective_rank_second"] = out.spectrum_second.effective_rank
+        geo["collapsed_second"] = out.spectrum_second.collapsed
+
+
+def _label_metrics(s: _Sample, out: Analysis, ks: Sequence[int], progress: bool) -> None:
+    """Positive/negative similarities, AUC and leave-one-out retrieval by label."""
+    assert s.ys is not None
+    sec: dict[str, Any] = {}
+    out.metrics["labels"] = sec
+    try:
+        out.similarity = M.similarity_stats(s.xs, query_labels=s.ys, check_values=False)
+        sec.update({f"similarity_{k}": v for k, v in out.similarity.summary().items()})
+    except ValueError as err:
+        sec["similarity_error"] = str(err)
+    try:
+        res = M.auc(s.xs, query_labels=s.ys, skip_undefined=True, check_values=False)
+        sec["auc_global"] = res.global_auc
+        sec["auc_mean_query"] = res.mean_query_auc
+    except ValueError as err:
+        sec["auc_error"] = str(err)
+    valid_ks = tuple(k for k in ks if k <= s.ns - 1)
+    try:
+        ret = M.retrieval_metrics(
+            s.xs,
+            query_labels=s.ys,
+            ks=valid_ks,
+            skip_queries_without_positives=True,
+            check_values=False,
+            progress=progress,
+        )
+        sec.update({f"retrieval_{k}": v for k, v in ret.as_dict().items()})
+        sec["retrieval_queries_skipped"] = ret.num_skipped
+    except ValueError as err:
+        sec["retrieval_error"] = str(err)
+
+
+def _probes(s: _Sample, out: Analysis, knn_k: int, knn_temperature: float) -> None:
+    """KNN accuracy and a linear probe on a seeded train/test split."""
+    assert s.ys is not None
+    sec: dict[str, Any] = {}
+    out.metrics["classification"] = sec
+    try:
+        tr, te = M.train_test_indices(s.ys, test_fraction=0.2, seed=s.seed)
+    except ValueError as err:
+        sec["error"] = str(err)
+        return
+    xs, ys = s.xs, s.ys
+    sec["train_rows"], sec["test_rows"] = int(tr.numel()), int(te.numel())
+    k = min(knn_k, int(tr.numel()))
+    sec["knn_k"], sec["knn_temperature"] = k, knn_temperature
+    sec["knn_accuracy"] = M.knn_accuracy(
+        xs[tr], ys[tr], xs[te], ys[te], k=k, temperature=knn_temperature
+    )
+    try:
+        probe = M.linear_probe(xs[tr], ys[tr], xs[te], ys[te], seed=s.seed)
+        sec["linear_probe_accuracy"] = probe.accuracy
+        sec["linear_probe_train_accuracy"] = probe.train_accuracy
+        sec["linear_probe_converged"] = probe.converged
+    except ValueError as err:
+        sec["linear_probe_error"] = str(err)
+
+
+def _cross_modal(s: _Sample, out: Analysis, ks: Sequence[int], progress: bool) -> None:
+    """Alignment, cross-modal retrieval both ways, AUC and the modality-gap measures."""
+    assert s.bs is not None and s.second is not None
+    xs, bs = s.xs, s.bs
+    sec: dict[str, Any] = {}
+    out.metrics["cross_modal"] = sec
+    sec["alignment"] = M.alignment(xs, bs, check_values=False)
+    sec["top1_accuracy_x_to_second"] = M.top1_accuracy(xs, bs, check_values=False)
+    sec["top1_accuracy_second_to_x"] = M.top1_accuracy(bs, xs, check_values=False)
+    stats = M.similarity_stats(xs, bs, check_values=False)
+    if out.similarity is None:
+        out.similarity = stats
+    sec.update({f"similarity_{k}": v for k, v in stats.summary().items()})
+    res = M.auc(xs, bs, check_values=False)
+    sec["auc_global"], sec["auc_mean_query"] = res.global_auc, res.mean_query_auc
+    for name, (q, c) in {"x_to_second": (xs, bs), "second_to_x": (bs, xs)}.items():
+        ret = M.retrieval_metrics(q, c, ks=ks, check_values=False, progress=progress)
+        sec.update({f"retrieval_{name}_{k}": v for k, v in ret.as_dict().items()})
+    gap = M.modality_gap(xs, bs, seed=s.seed, check_values=False)
+    out.metrics["modality_gap"] = dict(gap.__dict__)
+    out.metrics["modality_gap"]["centroid_distance_all_rows"] = M.centroid_distance(
+        s.x, s.second, check_values=False
+    )
+
+
+def _hardness(
+    s: _Sample, out: Analysis, temperatures: Sequence[float], hardness_samples: int
+) -> None:
+    """Hardness profiles of the negatives at each temperature (and the all-pairs histogram)."""
+    h = min(hardness_samples, s.ns)
+    sub = torch.randperm(s.ns, generator=s.gen)[:h].sort().values
+    zs = s.zs
+    if s.bs is not None:
+        sims = zs[sub] @ F.normalize(s.bs[sub].double(), dim=1).T  # (h, h), diagonal = positives
+        neg = ~torch.eye(h, dtype=torch.bool)
+        desc = "x vs second modality, off-diagonal negatives"
+    elif s.ys is not None:
+        sims = zs[sub] @ zs[sub].T
+        neg = s.ys[sub][:, None] != s.ys[sub][None, :]
+        if not bool(neg.any(1).all()):
+            neg = ~torch.eye(h, dtype=torch.bool)
+            desc = "all other samples are negatives"
+        else:
+            desc = "different-label samples are negatives"
+    else:
+        sims = zs[sub] @ zs[sub].T
+        neg = ~torch.eye(h, dtype=torch.bool)
+        desc = "all other samples are negatives (instance discrimination)"
+    sec: dict[str, Any] = {"anchors": h, "negatives": desc}
+    for prof in M.temperature_sweep(sims, temperatures, negative_mask=neg, check_values=False):
+        centres, weight = M.hardness_curve(prof, sims, negative_mask=neg)
+        out.hardness.append((prof.temperature, centres, weight, prof))
+        sec[f"tau={prof.temperature:g}_effective_negatives"] = prof.effective_negatives
+        sec[f"tau={prof.temperature:g}_top1_weight"] = prof.top1_weight
+        sec[f"tau={prof.temperature:g}_entropy"] = prof.entropy
+    sec["num_negatives_per_anchor"] = out.hardness[0][3].num_negatives
+    out.metrics["hardness"] = sec
+    if out.similarity is None:
+        vals = sims[neg]
+        edges = torch.linspace(-1, 1, 101, dtype=torch.float64)
+        counts = torch.histc(vals.double(), bins=100, min=-1, max=1)
+        out.all_pairs_hist = (edges, counts)
+
+
+def _projection(s: _Sample, out: Analysis, projection_samples: int) -> None:
+    """The 2-D PCA projection and the point of the uniformity-tolerance/alignment plane."""
+    p = min(projection_samples, s.ns)
+    sub = torch.randperm(s.ns, generator=s.gen)[:p].sort().values
+    if s.bs is not None:
+        pts = torch.cat([s.zs[sub], F.normalize(s.bs[sub].double(), dim=1)])
+        out.projection = _pca2(pts)
+        out.projection_groups = torch.cat([torch.zeros(p), torch.ones(p)]).long()
+        out.group_names = ["x", "second modality"]
+    else:
+        out.projection = _pca2(s.zs[sub])
+        if s.ys is not None:
+            out.projection_groups = s.ys[sub]
+            out.group_names = [str(int(c)) for c in range(int(s.ys.max()) + 1)]
+    geo = out.metrics["geometry"]
+    if s.ys is not None and geo.get("tolerance") is not None:
+        out.plane = (
+            -geo["uniformity"],
+            geo["tolerance"],
+            "-uniformity (t=2)",
+            "tolerance",
+            "uniformity-tolerance (Wang & Liu)",
+        )
+    elif s.second is not None:
+        out.plane = (
+            -geo["uniformity"],
+            out.metrics["cross_modal"]["alignment"],
+            "-uniformity (t=2)",
+            "alignment (alpha=2)",
+            "alignment-uniformity (Wang & Isola)",
+        )

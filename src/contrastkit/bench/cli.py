@@ -13,6 +13,7 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,8 +55,10 @@ def _run_worker(args: list[str], timeout: float) -> tuple[dict[str, Any] | None,
     except subprocess.TimeoutExpired:
         return None, f"timeout > {timeout:.0f} s"
     if proc.returncode != 0:
+        if "ModuleNotFoundError" in proc.stderr:  # a peer package is missing
+            return None, "not installed: run make peers"
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return None, f"failed: {tail[:120]}"
+        return None, "failed: " + textwrap.shorten(tail, 120, placeholder=" …")
     return json.loads(proc.stdout.strip().splitlines()[-1]), ""
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import kornia.augmentation as K
 import torch
 from torch import Tensor, nn
+
+from contrastkit._optional import require
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,12 @@ class AugmentConfig:
 
 
 def build_augmentation(cfg: AugmentConfig, size: int = 28) -> nn.Module:
-    """Build the kornia pipeline for ``(B, C, size, size)`` float batches in ``[0, 1]``."""
+    """Build the kornia pipeline for ``(B, C, size, size)`` float batches in ``[0, 1]``.
+
+    Raises:
+        ModuleNotFoundError: kornia is not installed (``pip install 'contrastkit[train]'``).
+    """
+    K = require("kornia.augmentation", "train", "build_augmentation")  # noqa: N806
     stages: list[nn.Module] = [
         K.RandomResizedCrop((size, size), scale=tuple(cfg.crop_scale)),
     ]

@@ -9,7 +9,7 @@ from contrastkit.losses.align_uniform import (
 from contrastkit.losses.amcl import AMCLLoss, PairTemperatureMLP, amcl_loss
 from contrastkit.losses.cacr import CACRLoss, cacr_loss
 from contrastkit.losses.clip import CLIPLoss, clip_loss
-from contrastkit.losses.coconut import CoconutLoss, SourceSupConLoss, coconut_loss, source_supcon
+from contrastkit.losses.coconut import CoconutLoss, coconut_loss
 from contrastkit.losses.contrastive_gap import (
     ContrastiveGapLoss,
     contrastive_gap_loss,
@@ -35,8 +35,9 @@ from contrastkit.losses.metrix import (
     metrix_mixes,
     metrix_multi_similarity,
 )
-from contrastkit.losses.mixco import MixCoLoss, SoftCLIPLoss, mixco_loss, mixco_mix, soft_clip_loss
-from contrastkit.losses.mochi import MoCHiLoss, MoCoLoss, mochi_negatives, moco_loss
+from contrastkit.losses.mixco import MixCoLoss, mixco_loss, mixco_mix
+from contrastkit.losses.mochi import MoCHiLoss, mochi_negatives
+from contrastkit.losses.moco import MoCoLoss, moco_loss
 from contrastkit.losses.multi_similarity import (
     MultiSimilarityLoss,
     MultiSimilarityMiner,
@@ -47,7 +48,9 @@ from contrastkit.losses.multi_view import MVDHELLoss, MVInfoNCELoss, mv_dhel, mv
 from contrastkit.losses.mw import MWLoss, mw_loss
 from contrastkit.losses.nt_xent import NTXentLoss, nt_xent
 from contrastkit.losses.siglip import SigLIPLoss, siglip
+from contrastkit.losses.soft_clip import SoftCLIPLoss, soft_clip_loss
 from contrastkit.losses.sogclr import ISogCLRLoss, SogCLRLoss, isogclr_loss, sogclr_loss
+from contrastkit.losses.source_supcon import SourceSupConLoss, source_supcon
 from contrastkit.losses.supcon import SupConLoss, supcon, supcon_per_anchor
 from contrastkit.losses.supremix import SupReMixLoss, supremix
 from contrastkit.losses.swav import SwAVLoss, SwAVPrototypes, sinkhorn, swav_loss

@@ -2,32 +2,70 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from contrastkit._checks import check_temperature
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def full_precision(loss: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run a loss in its inputs' precision (fp32 for fp16/bf16), never in autocast's lower one.
+
+    Inside the loss, autocast is off on the device of its first tensor argument: under CPU bf16
+    autocast a bf16 matmul of the logits costs ~1000× the error of the fp32 similarity engine at
+    ``τ = 0.01``. Half-precision inputs are upcast by :func:`prepare`.
+    """
+
+    @functools.wraps(loss)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with torch.autocast(_device_type(args), enabled=False):
+            return loss(*args, **kwargs)
+
+    return wrapper
+
+
+def _device_type(args: tuple[object, ...]) -> str:
+    for x in args:
+        if isinstance(x, (list, tuple)) and x:
+            x = x[0]
+        if isinstance(x, Tensor):
+            return x.device.type
+    return "cpu"
+
+
+def l2_normalize(x: Tensor) -> Tensor:
+    """L2-normalise the last dimension, exactly for any finite non-zero row.
+
+    ``torch.nn.functional.normalize`` divides by ``max(‖x‖, 1e-12)``: rows with a norm below
+    ``1e-12`` come out shorter than 1, and rows above ``~1.8e19`` overflow ``‖x‖²`` in float32
+    (the result is 0). Here each row is first divided by its largest magnitude (detached: the
+    result does not depend on that scale, so values and gradients are exact), which puts its
+    norm in ``[1, √d]``. An all-zero row stays zero with a bounded gradient (the losses reject
+    it as a value error; see :meth:`contrastkit._checks.ValueChecks.nonzero_rows`).
+    """
+    scale = x.detach().abs().amax(-1, keepdim=True)
+    y = x / torch.where(scale > 0, scale, torch.ones_like(scale))
+    norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+    return y / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
 def prepare(x: Tensor, normalize: bool) -> Tensor:
     """Upcast half precision to fp32 and L2-normalise along the last dimension if asked."""
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
-    return F.normalize(x, dim=-1) if normalize else x
+    return l2_normalize(x) if normalize else x
 
 
 def scale_by_temperature(x: Tensor, temperature: float | Tensor) -> Tensor:
-    """``x / τ`` for a float or a scalar tensor ``τ`` (gradient flows into a learnable ``τ``)."""
+    """``x / τ`` for a float or a one-element tensor ``τ`` (gradient flows into a learnable ``τ``).
+
+    The temperature is validated by :func:`contrastkit._checks.check_temperature`.
+    """
     if isinstance(temperature, Tensor):
-        if temperature.numel() != 1:
-            raise ValueError(
-                f"temperature must be a float or a scalar tensor, got shape "
-                f"{tuple(temperature.shape)}"
-            )
         return x / temperature.reshape(()).to(x.dtype)
     return x / temperature
-
-
-def validate_temperature(temperature: float | Tensor) -> None:
-    """Value check of a temperature (float always; tensor only on CPU, to avoid a sync)."""
-    check_temperature(temperature)

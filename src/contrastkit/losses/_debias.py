@@ -17,16 +17,16 @@ import math
 import torch
 from torch import Tensor
 
-from contrastkit._checks import check_positive
+from contrastkit._checks import check_non_negative
 from contrastkit.engine import PairRule, pairwise_lse
 
 
 def check_debias_options(debias_prior: float, hardness: float) -> None:
     """Validate τ⁺ ∈ [0, 1) and β ≥ 0."""
-    if not 0.0 <= debias_prior < 1.0:
+    check_non_negative(debias_prior, "debias_prior")
+    if debias_prior >= 1.0:
         raise ValueError(f"debias_prior (tau_plus) must be in [0, 1), got {debias_prior}")
-    if hardness != 0.0:
-        check_positive(hardness, "hardness")
+    check_non_negative(hardness, "hardness")
 
 
 def debiased_negative_lse(
@@ -83,10 +83,13 @@ def debiased_negative_lse(
     floor = log_n - inverse_temperature  # log(N e^{-1/t})
     if debias_prior == 0.0:
         return torch.maximum(log_r, floor)
-    # log(R - τ⁺ N pos) = log R + log(1 - τ⁺ N exp(s_pos - log R)), valid while the ratio < 1.
-    ratio = debias_prior * torch.exp(log_n + positive - log_r)
-    valid = ratio < 1.0
-    safe_ratio = torch.where(valid, ratio, torch.zeros_like(ratio))
-    debiased = log_r + torch.log1p(-safe_ratio) - math.log1p(-debias_prior)
+    # log(R - τ⁺ N pos) = log R + log(1 - ratio), ratio = τ⁺ N exp(s_pos - log R), valid while
+    # ratio < 1. The ratio stays in the log domain: exp(s_pos - log R) overflows once the views
+    # align at a small τ, and an inf in the branch torch.where discards still makes its gradient
+    # NaN (0 · inf).
+    log_ratio = math.log(debias_prior) + log_n + positive - log_r
+    valid = log_ratio < 0.0
+    safe_log_ratio = torch.where(valid, log_ratio, torch.full_like(log_ratio, -1.0))
+    debiased = log_r + torch.log1p(-torch.exp(safe_log_ratio)) - math.log1p(-debias_prior)
     debiased = torch.where(valid, debiased, torch.full_like(debiased, -math.inf))
     return torch.maximum(debiased, floor)

@@ -12,30 +12,32 @@ memory is ``O(B·d)`` on the tiled path, never ``O(B²)``.
 
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from contrastkit._checks import (
+    Reduction,
     check_chunk_size,
-    check_embeddings,
-    check_pair,
+    check_non_negative,
     check_positive,
     check_reduction,
     reduce,
+    validate_embeddings,
+    validate_pair,
 )
 from contrastkit.engine import log_mean_gaussian_potential
-from contrastkit.losses._common import prepare
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare
 
 
+@full_precision
 def alignment_loss(
     a: Tensor,
     b: Tensor,
-    alpha: float = 2.0,
     *,
+    alpha: float = 2.0,
     normalize: bool = True,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     check_values: bool = True,
 ) -> Tensor:
     r"""Alignment loss: mean distance between positive pairs raised to the power ``alpha``.
@@ -67,25 +69,28 @@ def alignment_loss(
         >>> alignment_loss(a, b).shape
         torch.Size([])
     """
-    check_embeddings(a, "a", check_finite=check_values)
-    check_embeddings(b, "b", check_finite=check_values)
-    check_pair(a, b)
+    checks = validate_pair(a, b, min_rows=1, normalize=normalize, check_values=check_values)
     check_positive(alpha, "alpha")
     check_reduction(reduction)
-    a, b = prepare(a, normalize), prepare(b, normalize)
-    diff = a - b  # (B, d)
+    return checks.verify(_alignment(prepare(a, normalize), prepare(b, normalize), alpha, reduction))
+
+
+def _alignment(a: Tensor, b: Tensor, alpha: float, reduction: Reduction) -> Tensor:
+    """Alignment of prepared inputs."""
+    squared = (a - b).pow(2).sum(dim=-1)  # (B,) ‖a_i - b_i‖², smooth at a_i == b_i
     if alpha == 2:
-        # Squared norm without the square root: smooth (and finite) at a_i == b_i.
-        per_pair = diff.pow(2).sum(dim=-1)  # (B,)
-    else:
-        per_pair = torch.linalg.vector_norm(diff, dim=-1).pow(alpha)  # (B,)
-    return reduce(per_pair, reduction)
+        return reduce(squared, reduction)
+    # ‖·‖^α = (‖·‖²)^(α/2); at a_i == b_i the value is 0 with gradient 0 (not 0 · inf = NaN).
+    tiny = torch.finfo(squared.dtype).tiny
+    powered = squared.clamp_min(tiny).pow(alpha / 2)
+    return reduce(torch.where(squared > 0, powered, torch.zeros_like(powered)), reduction)
 
 
+@full_precision
 def uniformity_loss(
     x: Tensor,
-    t: float = 2.0,
     *,
+    t: float = 2.0,
     normalize: bool = True,
     chunk_size: int | None = None,
     check_values: bool = True,
@@ -122,13 +127,15 @@ def uniformity_loss(
         >>> uniformity_loss(torch.randn(32, 8)).item() < 0
         True
     """
-    check_embeddings(x, "x", min_rows=2, check_finite=check_values)
+    checks = validate_embeddings(x, "x", min_rows=2, normalize=normalize, check_values=check_values)
     check_positive(t, "t")
     check_chunk_size(chunk_size)
-    x = prepare(x, normalize)
-    return log_mean_gaussian_potential(x, t=float(t), chunk_size=chunk_size)
+    return checks.verify(
+        log_mean_gaussian_potential(prepare(x, normalize), t=float(t), chunk_size=chunk_size)
+    )
 
 
+@full_precision
 def align_uniform_loss(
     a: Tensor,
     b: Tensor,
@@ -178,25 +185,24 @@ def align_uniform_loss(
         >>> align_uniform_loss(a, b).shape
         torch.Size([])
     """
-    _check_weight(align_weight, "align_weight")
-    _check_weight(unif_weight, "unif_weight")
-    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
-    check_embeddings(b, "b", min_rows=2, check_finite=check_values)
-    check_pair(a, b)
-    align = alignment_loss(a, b, alpha, normalize=normalize, check_values=False)
-    unif_a = uniformity_loss(a, t, normalize=normalize, chunk_size=chunk_size, check_values=False)
-    unif_b = uniformity_loss(b, t, normalize=normalize, chunk_size=chunk_size, check_values=False)
-    return align_weight * align + unif_weight * (unif_a + unif_b) / 2
+    checks = validate_pair(a, b, normalize=normalize, check_values=check_values)
+    _check_options(align_weight, unif_weight, alpha, t)
+    check_chunk_size(chunk_size)
+    za, zb = prepare(a, normalize), prepare(b, normalize)
+    align = _alignment(za, zb, alpha, "mean")
+    unif_a = log_mean_gaussian_potential(za, t=float(t), chunk_size=chunk_size)
+    unif_b = log_mean_gaussian_potential(zb, t=float(t), chunk_size=chunk_size)
+    return checks.verify(align_weight * align + unif_weight * (unif_a + unif_b) / 2)
 
 
-def _check_weight(value: float, name: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+def _check_options(align_weight: float, unif_weight: float, alpha: float, t: float) -> None:
+    check_non_negative(align_weight, "align_weight")
+    check_non_negative(unif_weight, "unif_weight")
+    check_positive(alpha, "alpha")
+    check_positive(t, "t")
 
 
-class AlignUniformLoss(nn.Module):
+class AlignUniformLoss(LossModule):
     """Alignment + uniformity loss of Wang & Isola (2020); wraps :func:`align_uniform_loss`.
 
     ``L = align_weight·align(a, b; alpha) + unif_weight·(unif(a; t) + unif(b; t))/2``; see the
@@ -214,6 +220,7 @@ class AlignUniformLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         align_weight: float = 1.0,
         unif_weight: float = 1.0,
         alpha: float = 2.0,
@@ -222,19 +229,12 @@ class AlignUniformLoss(nn.Module):
         chunk_size: int | None = None,
         check_values: bool = True,
     ) -> None:
-        super().__init__()
-        _check_weight(align_weight, "align_weight")
-        _check_weight(unif_weight, "unif_weight")
-        check_positive(alpha, "alpha")
-        check_positive(t, "t")
-        check_chunk_size(chunk_size)
+        super().__init__(normalize=normalize, chunk_size=chunk_size, check_values=check_values)
+        _check_options(align_weight, unif_weight, alpha, t)
         self.align_weight = align_weight
         self.unif_weight = unif_weight
         self.alpha = alpha
         self.t = t
-        self.normalize = normalize
-        self.chunk_size = chunk_size
-        self.check_values = check_values
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """Compute the loss for two ``(B, d)`` views whose rows are paired."""
@@ -245,7 +245,5 @@ class AlignUniformLoss(nn.Module):
             unif_weight=self.unif_weight,
             alpha=self.alpha,
             t=self.t,
-            normalize=self.normalize,
-            chunk_size=self.chunk_size,
-            check_values=self.check_values,
+            **self.options(),
         )

@@ -12,16 +12,21 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit._checks import (
-    check_embeddings,
+    Reduction,
+    ValueChecks,
+    check_compatible,
+    check_module_dtype,
     check_pair,
     check_positive,
     check_reduction,
+    check_tensor,
     reduce,
 )
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare
 
 #: ``temperature_fn(x, y, head) -> tau``: ``x, y`` are ``(n, d)`` pair members, ``tau`` is ``(n,)``.
 TemperatureFn = Callable[[Tensor, Tensor, int], Tensor]
@@ -46,6 +51,7 @@ class PairTemperatureMLP(nn.Module):
     def __init__(
         self,
         dim: int,
+        *,
         num_heads: int = 3,
         hidden_dim: int = 128,
         lower: float = 1e-5,
@@ -91,23 +97,34 @@ def temperature_regulariser(tau: Tensor, dim: int) -> Tensor:
     return 0.5 * dim * torch.log(tau) + torch.reciprocal(tau)
 
 
-def _check_tau(tau: Tensor, n: int, name: str, check_values: bool) -> None:
+def _check_tau(tau: Tensor, n: int, name: str, checks: ValueChecks) -> None:
     if not isinstance(tau, torch.Tensor) or tau.shape != (n,):
         got = tuple(tau.shape) if isinstance(tau, torch.Tensor) else type(tau).__name__
         raise ValueError(f"temperature_fn must return a ({n},) tensor for the {name}, got {got}")
-    if check_values and not bool((tau > 0).all() & torch.isfinite(tau).all()):
-        raise ValueError(f"temperature_fn returned a temperature <= 0 or non-finite for the {name}")
+    checks.require(
+        ((tau > 0) & torch.isfinite(tau)).all(),
+        f"temperature_fn returned a temperature <= 0 or non-finite for the {name}",
+    )
 
 
+def _check_options(beta: float, reg_dim: int | None) -> None:
+    check_positive(beta, "beta")
+    if reg_dim is not None and (
+        not isinstance(reg_dim, int) or isinstance(reg_dim, bool) or reg_dim < 1
+    ):
+        raise ValueError(f"reg_dim must be None or an integer >= 1, got {reg_dim!r}")
+
+
+@full_precision
 def amcl_loss(
     a: Tensor,
     b: Tensor,
+    *,
     temperature_fn: TemperatureFn,
     beta: float = 0.1,
-    *,
     reg_dim: int | None = None,
     normalize: bool = True,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     check_values: bool = True,
 ) -> Tensor:
     r"""AMCL NT-Xent‡ loss: multi-head, pair-adaptive temperatures, hardest-negative form.
@@ -173,26 +190,23 @@ def amcl_loss(
     Example:
         >>> net = PairTemperatureMLP(dim=16, num_heads=3)
         >>> a, b = torch.randn(8, 3, 16), torch.randn(8, 3, 16)
-        >>> loss = amcl_loss(a, b, net)
+        >>> loss = amcl_loss(a, b, temperature_fn=net)
     """
-    for name, x in (("a", a), ("b", b)):
-        if isinstance(x, torch.Tensor) and x.ndim != 3:
-            raise ValueError(f"{name} must have shape (batch, heads, dim), got {tuple(x.shape)}")
-    check_embeddings(a, "a", ndim=3, min_rows=2, check_finite=check_values)
-    check_embeddings(b, "b", ndim=3, min_rows=2, check_finite=check_values)
+    check_tensor(a, "a", ndim=3, min_rows=2, shape="(batch, heads, dim)")
+    check_tensor(b, "b", ndim=3, min_rows=2, shape="(batch, heads, dim)")
     check_pair(a, b)
+    check_compatible([("a", a), ("b", b)])
     if not callable(temperature_fn):
         raise ValueError(f"temperature_fn must be callable, got {type(temperature_fn).__name__}")
-    check_positive(beta, "beta")
-    if reg_dim is not None and (
-        not isinstance(reg_dim, int) or isinstance(reg_dim, bool) or reg_dim < 1
-    ):
-        raise ValueError(f"reg_dim must be None or an integer >= 1, got {reg_dim!r}")
+    check_module_dtype(temperature_fn, "temperature_fn", a)
+    _check_options(beta, reg_dim)
     check_reduction(reduction)
-    if a.dtype in (torch.float16, torch.bfloat16):
-        a, b = a.float(), b.float()
-    if normalize:
-        a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    checks = ValueChecks(check_values, "a and b")
+    for name, x in (("a", a), ("b", b)):
+        checks.finite(name, x)
+        if normalize:
+            checks.nonzero_rows(name, x)
+    a, b = prepare(a, normalize), prepare(b, normalize)  # (B, C, d)
     n, heads, dim = a.shape
     omega_dim = dim if reg_dim is None else reg_dim
     total = a.new_zeros(n)
@@ -205,8 +219,8 @@ def amcl_loss(
             negative = views[hard]  # (B, d)
             tau_pos = temperature_fn(anchor, partner, c)  # (B,)
             tau_neg = temperature_fn(anchor, negative, c)  # (B,)
-            _check_tau(tau_pos, n, "positive pairs", check_values)
-            _check_tau(tau_neg, n, "hardest-negative pairs", check_values)
+            _check_tau(tau_pos, n, "positive pairs", checks)
+            _check_tau(tau_neg, n, "hardest-negative pairs", checks)
             sim_pos = (anchor * partner).sum(dim=-1)  # (B,)
             sim_neg = (anchor * negative).sum(dim=-1)  # (B,)
             total = total + 0.5 * (
@@ -215,7 +229,7 @@ def amcl_loss(
                 + beta * temperature_regulariser(tau_pos, omega_dim)
                 - beta * temperature_regulariser(tau_neg, omega_dim)
             )
-    return reduce(total, reduction)
+    return checks.verify(reduce(total, reduction))
 
 
 def _hardest_negative_in(anchor: Tensor, views: Tensor, self_offset: int, offset: int) -> Tensor:
@@ -233,7 +247,7 @@ def _hardest_negative_in(anchor: Tensor, views: Tensor, self_offset: int, offset
     return out
 
 
-class AMCLLoss(nn.Module):
+class AMCLLoss(LossModule):
     """AMCL NT-Xent‡ loss with its own per-head temperature MLP; wraps :func:`amcl_loss`.
 
     Owns a :class:`PairTemperatureMLP` (learnable: give this module's parameters to the
@@ -253,6 +267,7 @@ class AMCLLoss(nn.Module):
     def __init__(
         self,
         dim: int,
+        *,
         num_heads: int = 3,
         beta: float = 0.1,
         hidden_dim: int = 128,
@@ -261,27 +276,24 @@ class AMCLLoss(nn.Module):
         temp_init: float = 0.1,
         reg_dim: int | None = None,
         normalize: bool = True,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         check_values: bool = True,
     ) -> None:
-        super().__init__()
-        check_positive(beta, "beta")
-        check_reduction(reduction)
-        if reg_dim is not None and (
-            not isinstance(reg_dim, int) or isinstance(reg_dim, bool) or reg_dim < 1
-        ):
-            raise ValueError(f"reg_dim must be None or an integer >= 1, got {reg_dim!r}")
+        super().__init__(normalize=normalize, reduction=reduction, check_values=check_values)
+        _check_options(beta, reg_dim)
         self.temperature_net = PairTemperatureMLP(
-            dim, num_heads, hidden_dim, lower, upper, temp_init
+            dim,
+            num_heads=num_heads,
+            hidden_dim=hidden_dim,
+            lower=lower,
+            upper=upper,
+            temp_init=temp_init,
         )
         self.beta = beta
         self.reg_dim = reg_dim
-        self.normalize = normalize
-        self.reduction = reduction
-        self.check_values = check_values
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        """Loss of two ``(B, C, d)`` multi-head views."""
+        """Loss of ``(B, C, d)`` views ``a`` and ``b`` (``C`` heads)."""
         net = self.temperature_net
         expected = (net.num_heads, net.dim)
         for name, x in (("a", a), ("b", b)):
@@ -293,10 +305,8 @@ class AMCLLoss(nn.Module):
         return amcl_loss(
             a,  # (B, C, d)
             b,  # (B, C, d)
-            net,
-            self.beta,
+            temperature_fn=net,
+            beta=self.beta,
             reg_dim=self.reg_dim,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            check_values=self.check_values,
+            **self.options(),
         )

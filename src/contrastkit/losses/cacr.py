@@ -17,10 +17,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from contrastkit._checks import check_embeddings, check_positive, check_reduction, reduce
+from contrastkit._checks import Reduction, check_positive, check_reduction, reduce, validate_views
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare
 
 
 def _sq_dists(x: Tensor, y: Tensor) -> Tensor:
@@ -41,17 +42,18 @@ def _check_prior(debias_prior: float) -> None:
         raise ValueError(f"debias_prior must be a number in [0, 1), got {debias_prior!r}")
 
 
+@full_precision
 def cacr_loss(
     views: Tensor,
+    *,
     alpha: float = 1.0,
     beta: float = 1.0,
     pos_temperature: float = 1.0,
     neg_temperature: float = 1.0,
-    *,
     debias_prior: float = 0.0,
     detach_weights: bool = False,
     normalize: bool = True,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     check_values: bool = True,
 ) -> Tensor:
     r"""CACR loss for ``V >= 2`` views of ``B`` samples.
@@ -109,21 +111,10 @@ def cacr_loss(
         >>> views = torch.randn(16, 4, 32)  # 16 samples, 4 augmented views each
         >>> loss = cacr_loss(views)
     """
-    check_embeddings(views, "views", ndim=3, min_rows=2, check_finite=check_values)
-    if views.shape[1] < 2:
-        raise ValueError(f"views needs at least 2 views per sample, got shape {tuple(views.shape)}")
-    for value, name in (
-        (alpha, "alpha"),
-        (beta, "beta"),
-        (pos_temperature, "pos_temperature"),
-        (neg_temperature, "neg_temperature"),
-    ):
-        check_positive(value, name)
-    _check_prior(debias_prior)
+    checks = validate_views(views, normalize=normalize, check_values=check_values)
+    _check_options(alpha, beta, pos_temperature, neg_temperature, debias_prior)
     check_reduction(reduction)
-    z = views.float() if views.dtype in (torch.float16, torch.bfloat16) else views
-    if normalize:
-        z = F.normalize(z, dim=-1)
+    z = prepare(views, normalize)  # (B, V, d)
     b, v, _ = z.shape
 
     # Contrastive attraction: costs between the views of each sample.
@@ -148,10 +139,23 @@ def cacr_loss(
                 weighted = (weighted - debias_prior * positive) / (1.0 - debias_prior)
             cr = cr + weighted
             n_pairs += 1
-    return reduce(ca + cr / n_pairs, reduction)
+    return checks.verify(reduce(ca + cr / n_pairs, reduction))
 
 
-class CACRLoss(nn.Module):
+def _check_options(
+    alpha: float, beta: float, pos_temperature: float, neg_temperature: float, debias_prior: float
+) -> None:
+    for value, name in (
+        (alpha, "alpha"),
+        (beta, "beta"),
+        (pos_temperature, "pos_temperature"),
+        (neg_temperature, "neg_temperature"),
+    ):
+        check_positive(value, name)
+    _check_prior(debias_prior)
+
+
+class CACRLoss(LossModule):
     """CACR (contrastive attraction + contrastive repulsion); thin wrapper of :func:`cacr_loss`.
 
     Reference: H. Zheng, X. Chen, J. Yao, H. Yang, C. Li, Y. Zhang, H. Zhang, I. Tsang, J. Zhou,
@@ -165,6 +169,7 @@ class CACRLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         alpha: float = 1.0,
         beta: float = 1.0,
         pos_temperature: float = 1.0,
@@ -172,40 +177,27 @@ class CACRLoss(nn.Module):
         debias_prior: float = 0.0,
         detach_weights: bool = False,
         normalize: bool = True,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         check_values: bool = True,
     ) -> None:
-        super().__init__()
-        for value, name in (
-            (alpha, "alpha"),
-            (beta, "beta"),
-            (pos_temperature, "pos_temperature"),
-            (neg_temperature, "neg_temperature"),
-        ):
-            check_positive(value, name)
-        _check_prior(debias_prior)
-        check_reduction(reduction)
+        super().__init__(normalize=normalize, reduction=reduction, check_values=check_values)
+        _check_options(alpha, beta, pos_temperature, neg_temperature, debias_prior)
         self.alpha = alpha
         self.beta = beta
         self.pos_temperature = pos_temperature
         self.neg_temperature = neg_temperature
         self.debias_prior = debias_prior
         self.detach_weights = detach_weights
-        self.normalize = normalize
-        self.reduction = reduction
-        self.check_values = check_values
 
     def forward(self, views: Tensor) -> Tensor:
-        """Loss of ``(B, V, d)`` multi-view embeddings."""
+        """Loss of ``(B, V, d)`` views."""
         return cacr_loss(
             views,  # (B, V, d)
-            self.alpha,
-            self.beta,
-            self.pos_temperature,
-            self.neg_temperature,
+            alpha=self.alpha,
+            beta=self.beta,
+            pos_temperature=self.pos_temperature,
+            neg_temperature=self.neg_temperature,
             debias_prior=self.debias_prior,
             detach_weights=self.detach_weights,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            check_values=self.check_values,
+            **self.options(),
         )

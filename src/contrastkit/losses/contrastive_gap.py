@@ -16,18 +16,20 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from contrastkit._checks import check_embeddings, check_pair, check_positive
+from contrastkit._checks import check_chunk_size, check_positive, validate_pair
 from contrastkit.engine import log_mean_gaussian_potential
-from contrastkit.losses._common import prepare, validate_temperature
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare
 from contrastkit.losses.align_uniform import alignment_loss, uniformity_loss
 from contrastkit.losses.clip import clip_loss
 
 
+@full_precision
 def cross_modal_uniformity_loss(
     a: Tensor,
     b: Tensor,
-    t: float = 2.0,
     *,
+    t: float = 2.0,
     normalize: bool = True,
     chunk_size: int | None = None,
     check_values: bool = True,
@@ -63,20 +65,21 @@ def cross_modal_uniformity_loss(
         ValueError: on mismatched shapes, ``B < 2``, non-finite values or ``t ≤ 0``.
 
     Examples:
+        >>> import torch
         >>> image, text = torch.randn(8, 16), torch.randn(8, 16)
         >>> loss = cross_modal_uniformity_loss(image, text)
     """
-    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
-    check_embeddings(b, "b", check_finite=check_values)
-    check_pair(a, b)
+    checks = validate_pair(a, b, normalize=normalize, check_values=check_values)
     check_positive(t, "t")
+    check_chunk_size(chunk_size)
     za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d)
-    return log_mean_gaussian_potential(za, zb, t=float(t), chunk_size=chunk_size)
+    return checks.verify(log_mean_gaussian_potential(za, zb, t=float(t), chunk_size=chunk_size))
 
 
+@full_precision
 def contrastive_gap_loss(
-    image: Tensor,
-    text: Tensor,
+    a: Tensor,
+    b: Tensor,
     *,
     cross_uniformity: bool = True,
     temperature: float | Tensor = 0.01,
@@ -90,14 +93,15 @@ def contrastive_gap_loss(
 
     ::
 
-        L = L_CLIP(τ) + ½[unif(image; t) + unif(text; t)] + align(image, text; α)
-            [+ xunif(image, text; t)]
+        L = L_CLIP(τ) + ½[unif(a; t) + unif(b; t)] + align(a, b; α) [+ xunif(a, b; t)]
+
+    with ``a`` the image and ``b`` the text embeddings (the loss is symmetric in them).
 
     * ``L_CLIP`` — :func:`contrastkit.clip_loss` (symmetric, positive in the denominator, mean
       of the two directions);
     * ``unif`` — Wang & Isola's uniformity within one modality (``log mean_{j<k}``,
       :func:`contrastkit.losses.align_uniform.uniformity_loss`);
-    * ``align`` — mean ``‖image_i - text_i‖^α``
+    * ``align`` — mean ``‖a_i - b_i‖^α``
       (:func:`contrastkit.losses.align_uniform.alignment_loss`);
     * ``xunif`` — :func:`cross_modal_uniformity_loss` (matched pairs excluded).
 
@@ -108,8 +112,8 @@ def contrastive_gap_loss(
     own online log-sum-exp): ``O(B·d)`` plus tiles.
 
     Args:
-        image: ``(B, d)`` image embeddings, ``B ≥ 2``.
-        text: ``(B, d)`` text embeddings, row-aligned.
+        a: ``(B, d)`` image embeddings, ``B ≥ 2``.
+        b: ``(B, d)`` text embeddings, row-aligned.
         cross_uniformity: add ``xunif`` (CUAXU); False gives CUA.
         temperature: CLIP temperature ``τ`` > 0 (the reference passes ``1/τ = 100``).
         alpha: alignment exponent ``α`` > 0.
@@ -129,41 +133,41 @@ def contrastive_gap_loss(
     align/uniform — tested against a float64 transcription of those formulas.
 
     Examples:
+        >>> import torch
         >>> image, text = torch.randn(8, 16), torch.randn(8, 16)
         >>> loss = contrastive_gap_loss(image, text)  # CUAXU
     """
-    check_embeddings(image, "image", min_rows=2, check_finite=check_values)
-    check_embeddings(text, "text", check_finite=check_values)
-    check_pair(image, text, ("image", "text"))
-    check_positive(alpha, "alpha")
-    check_positive(t, "t")
-    if check_values:
-        validate_temperature(temperature)
-    image, text = prepare(image, normalize), prepare(text, normalize)  # (B, d), normalised once
+    checks = validate_pair(
+        a, b, normalize=normalize, check_values=check_values, temperature=temperature
+    )
+    _check_options(alpha, t)
+    check_chunk_size(chunk_size)
+    za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d), normalised once
+    off = False  # inputs normalised and checked once, above
     loss = clip_loss(
-        image,
-        text,
-        temperature=temperature,
-        normalize=False,
-        chunk_size=chunk_size,
-        check_values=False,
+        za, zb, temperature=temperature, chunk_size=chunk_size, normalize=off, check_values=off
     )
     uniform = 0.5 * (
-        uniformity_loss(image, t, normalize=False, chunk_size=chunk_size, check_values=False)
-        + uniformity_loss(text, t, normalize=False, chunk_size=chunk_size, check_values=False)
+        uniformity_loss(za, t=t, chunk_size=chunk_size, normalize=off, check_values=off)
+        + uniformity_loss(zb, t=t, chunk_size=chunk_size, normalize=off, check_values=off)
     )
-    align = alignment_loss(image, text, alpha, normalize=False, check_values=False)
-    loss = loss + uniform + align
+    loss = loss + uniform + alignment_loss(za, zb, alpha=alpha, normalize=off, check_values=off)
     if cross_uniformity:
         loss = loss + cross_modal_uniformity_loss(
-            image, text, t, normalize=False, chunk_size=chunk_size, check_values=False
+            za, zb, t=t, chunk_size=chunk_size, normalize=off, check_values=off
         )
-    return loss
+    return checks.verify(loss)
 
 
+def _check_options(alpha: float, t: float) -> None:
+    check_positive(alpha, "alpha")
+    check_positive(t, "t")
+
+
+@full_precision
 def cua_loss(
-    image: Tensor,
-    text: Tensor,
+    a: Tensor,
+    b: Tensor,
     *,
     temperature: float | Tensor = 0.01,
     alpha: float = 2.0,
@@ -174,14 +178,16 @@ def cua_loss(
 ) -> Tensor:
     """CUA: ``L_CLIP + ½[unif(image) + unif(text)] + align(image, text)``.
 
-    :func:`contrastive_gap_loss` with ``cross_uniformity=False``; see it for the terms.
+    :func:`contrastive_gap_loss` with ``cross_uniformity=False`` (``a`` image, ``b`` text); see
+    it for the terms.
 
     Examples:
+        >>> import torch
         >>> loss = cua_loss(torch.randn(8, 16), torch.randn(8, 16))
     """
     return contrastive_gap_loss(
-        image,
-        text,
+        a,
+        b,
         cross_uniformity=False,
         temperature=temperature,
         alpha=alpha,
@@ -192,9 +198,10 @@ def cua_loss(
     )
 
 
+@full_precision
 def cuaxu_loss(
-    image: Tensor,
-    text: Tensor,
+    a: Tensor,
+    b: Tensor,
     *,
     temperature: float | Tensor = 0.01,
     alpha: float = 2.0,
@@ -205,14 +212,16 @@ def cuaxu_loss(
 ) -> Tensor:
     """CUAXU: CUA plus cross-modal uniformity over unmatched pairs.
 
-    :func:`contrastive_gap_loss` with ``cross_uniformity=True``; see it for the terms.
+    :func:`contrastive_gap_loss` with ``cross_uniformity=True`` (``a`` image, ``b`` text); see it
+    for the terms.
 
     Examples:
+        >>> import torch
         >>> loss = cuaxu_loss(torch.randn(8, 16), torch.randn(8, 16))
     """
     return contrastive_gap_loss(
-        image,
-        text,
+        a,
+        b,
         cross_uniformity=True,
         temperature=temperature,
         alpha=alpha,
@@ -223,7 +232,7 @@ def cuaxu_loss(
     )
 
 
-class ContrastiveGapLoss(nn.Module):
+class ContrastiveGapLoss(LossModule):
     """Module wrapper of :func:`contrastive_gap_loss` (CUAXU by default, CUA without ``xunif``).
 
     Inputs: ``forward(a, b)`` with paired ``(B, d)`` image and text embeddings. Use it instead
@@ -239,31 +248,35 @@ class ContrastiveGapLoss(nn.Module):
         t: uniformity scale.
         normalize: L2-normalise inputs first.
         chunk_size: tile size (None: automatic).
+        check_values: value checks (see :func:`contrastive_gap_loss`).
 
     Examples:
+        >>> import torch
         >>> loss_fn = ContrastiveGapLoss(cross_uniformity=False)  # CUA
         >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
     """
 
     def __init__(
         self,
+        *,
         cross_uniformity: bool = True,
-        temperature: float = 0.01,
+        temperature: float | Tensor | nn.Module = 0.01,
         alpha: float = 2.0,
         t: float = 2.0,
         normalize: bool = True,
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        validate_temperature(temperature)
-        check_positive(alpha, "alpha")
-        check_positive(t, "t")
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
+        _check_options(alpha, t)
         self.cross_uniformity = cross_uniformity
-        self.temperature = temperature
         self.alpha = alpha
         self.t = t
-        self.normalize = normalize
-        self.chunk_size = chunk_size
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """Loss of paired ``(B, d)`` image embeddings ``a`` and text embeddings ``b``."""
@@ -271,9 +284,8 @@ class ContrastiveGapLoss(nn.Module):
             a,
             b,
             cross_uniformity=self.cross_uniformity,
-            temperature=self.temperature,
+            temperature=self.tau(),
             alpha=self.alpha,
             t=self.t,
-            normalize=self.normalize,
-            chunk_size=self.chunk_size,
+            **self.options(),
         )

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from contrastkit._checks import (
     Reduction,
-    check_embeddings,
-    check_finite,
-    check_pair,
+    check_positive,
     check_reduction,
+    check_tensor,
     reduce,
+    validate_pair,
 )
 from contrastkit.engine import ExpCosine, Pairs, pairwise_lse, shifted_cosine
-from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.temperature import LearnableTemperature
 
 
+@full_precision
 def cwcl(
     a: Tensor,
     b: Tensor,
@@ -85,24 +87,22 @@ def cwcl(
         >>> speech, text = torch.randn(8, 32), torch.randn(8, 32)
         >>> loss = cwcl(speech, text, temperature=0.07)
     """
-    check_embeddings(a, "a", min_rows=2, check_finite=False)
-    check_embeddings(b, "b", check_finite=False)
-    check_pair(a, b)
-    if check_values:
-        check_finite(("a", a), ("b", b))
-    check_reduction(reduction)
-    if check_values:
-        validate_temperature(temperature)
-    weight_fn = _weight_kernel(weight_fn, weight_temperature)
-    keys_source = b if weight_embeddings is None else weight_embeddings
     if weight_embeddings is not None:
-        check_embeddings(weight_embeddings, "weight_embeddings", check_finite=check_values)
-        if weight_embeddings.shape[0] != a.shape[0]:
+        check_tensor(weight_embeddings, "weight_embeddings")
+        if weight_embeddings.shape[0] != getattr(a, "shape", (None,))[0]:
             raise ValueError(
-                f"weight_embeddings must have {a.shape[0]} rows (one per pair), "
+                f"weight_embeddings must have one row per pair (the rows of a), "
                 f"got shape {tuple(weight_embeddings.shape)}"
             )
-
+    checks = validate_pair(
+        a, b, normalize=normalize, check_values=check_values, temperature=temperature
+    )
+    if weight_embeddings is not None:
+        checks.finite("weight_embeddings", weight_embeddings)
+        checks.nonzero_rows("weight_embeddings", weight_embeddings)  # always normalised
+    check_reduction(reduction)
+    weight_fn = _weight_kernel(weight_fn, weight_temperature)
+    keys_source = b if weight_embeddings is None else weight_embeddings
     za, zb = prepare(a, normalize), prepare(b, normalize)
     keys = prepare(keys_source.detach(), True)  # (B, k) frozen, normalised
     pairs = Pairs(row_keys=keys, col_keys=keys, key_weight=weight_fn)
@@ -110,8 +110,10 @@ def cwcl(
     stats = pairwise_lse(queries, zb, pairs, rows=True, columns=symmetric, chunk_size=chunk_size)
 
     def direction_loss(side_total: Tensor, side_sum: Tensor, lse: Tensor) -> Tensor:
-        if check_values and not bool((side_total > 0).all()):
-            raise ValueError("weight_fn gave a row of zero total weight: soft labels undefined")
+        checks.require(
+            (side_total > 0).all(),
+            "weight_fn gave a row of zero total weight: soft labels undefined",
+        )
         return lse - side_sum / side_total
 
     rows = stats.rows
@@ -122,7 +124,7 @@ def cwcl(
         assert cols is not None and cols.weighted_sum is not None
         assert cols.weight_total is not None
         losses = 0.5 * (losses + direction_loss(cols.weight_total, cols.weighted_sum, cols.lse))
-    return reduce(losses, reduction)
+    return checks.verify(reduce(losses, reduction))
 
 
 def _weight_kernel(
@@ -132,12 +134,11 @@ def _weight_kernel(
         return weight_fn
     if weight_fn is not shifted_cosine:
         raise ValueError("give weight_fn or weight_temperature, not both")
-    if not weight_temperature > 0 or weight_temperature == float("inf"):
-        raise ValueError(f"weight_temperature must be a finite float > 0, got {weight_temperature}")
+    check_positive(weight_temperature, "weight_temperature")
     return ExpCosine(float(weight_temperature))
 
 
-class CWCLLoss(nn.Module):
+class CWCLLoss(LossModule):
     """CWCL with a learnable temperature; see :func:`cwcl`.
 
     Inputs: ``forward(a, b, weight_embeddings=None)``: the trained modality ``a``, the frozen
@@ -152,6 +153,7 @@ class CWCLLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         temperature: float = 0.07,
         learnable: bool = True,
         symmetric: bool = True,
@@ -160,28 +162,28 @@ class CWCLLoss(nn.Module):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        check_reduction(reduction)
-        validate_temperature(temperature)
+        tau = LearnableTemperature(init=temperature)
+        tau.log_inverse.requires_grad_(learnable)
+        super().__init__(
+            temperature=tau,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
         self.weight_fn = _weight_kernel(weight_fn, weight_temperature)
-        self.temperature = LearnableTemperature(init=temperature)
-        self.temperature.log_inverse.requires_grad_(learnable)
         self.symmetric = symmetric
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
 
     def forward(self, a: Tensor, b: Tensor, weight_embeddings: Tensor | None = None) -> Tensor:
-        """Loss of trained ``a`` against frozen ``b`` (both ``(B, d)``)."""
+        """Loss of paired ``(B, d)`` embeddings (weights from ``b`` or ``weight_embeddings``)."""
         return cwcl(
             a,
             b,
             weight_embeddings=weight_embeddings,
-            temperature=self.temperature(),
+            temperature=self.tau(),
             symmetric=self.symmetric,
             weight_fn=self.weight_fn,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
+            **self.options(),
         )

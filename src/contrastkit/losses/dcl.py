@@ -15,20 +15,20 @@ from torch import Tensor, nn
 
 from contrastkit._checks import (
     Reduction,
-    check_embeddings,
-    check_finite,
-    check_pair,
+    check_ids,
     check_positive,
     check_reduction,
     reduce,
+    validate_pair,
 )
 from contrastkit.engine import Pairs, pairwise_lse
-from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 PositiveWeightFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def von_mises_fisher_weights(a: Tensor, b: Tensor, sigma: float = 0.5) -> Tensor:
+def von_mises_fisher_weights(a: Tensor, b: Tensor, *, sigma: float = 0.5) -> Tensor:
     """DCLW's positive weights ``w_i = 2 - B · softmax_i(<a_i, b_i> / σ)``.
 
     Computed on detached inputs (no gradient flows through the weights); a batch-level softmax,
@@ -38,6 +38,7 @@ def von_mises_fisher_weights(a: Tensor, b: Tensor, sigma: float = 0.5) -> Tensor
     return 2.0 - a.shape[0] * torch.softmax(similarity, dim=0)
 
 
+@full_precision
 def dcl(
     a: Tensor,
     b: Tensor,
@@ -78,7 +79,9 @@ def dcl(
         Scalar loss, or ``(2B,)`` with ``reduction='none'``.
 
     Raises:
-        ValueError: on mismatched shapes, B < 2, non-finite values, τ ≤ 0, bad reduction.
+        ValueError: on mismatched shapes or dtypes, B < 2, non-finite values, an all-zero row
+            with ``normalize``, τ ≤ 0, a bad reduction, ``positive_ids`` shared by every row
+            (no negative: the denominator would be empty), or a non-finite result.
 
     Peers: equals lightly ``DCLLoss(temperature, weight_fn)`` / ``DCLWLoss(temperature,
     sigma)``; lightly calls ``weight_fn(b, a)`` for the b→a direction, so custom weight
@@ -87,21 +90,16 @@ def dcl(
     Examples:
         >>> loss = dcl(torch.randn(8, 16), torch.randn(8, 16), temperature=0.1)
     """
-    check_embeddings(a, "a", min_rows=2, check_finite=False)
-    check_embeddings(b, "b", check_finite=False)
-    check_pair(a, b)
-    if check_values:
-        check_finite(("a", a), ("b", b))
+    checks = validate_pair(
+        a, b, normalize=normalize, check_values=check_values, temperature=temperature
+    )
     check_reduction(reduction)
-    if check_values:
-        validate_temperature(temperature)
     batch = a.shape[0]
-    if positive_ids is not None and (
-        positive_ids.shape != (batch,) or positive_ids.is_floating_point()
-    ):
-        raise ValueError(
-            f"positive_ids must be integer ids of shape ({batch},), "
-            f"got {positive_ids.dtype} {tuple(positive_ids.shape)}"
+    if positive_ids is not None:
+        check_ids(positive_ids, batch)
+        checks.require(
+            (positive_ids != positive_ids[0]).any(),
+            "positive_ids: every row shares one id, so no anchor has a negative",
         )
 
     za, zb = prepare(a, normalize), prepare(b, normalize)
@@ -116,9 +114,10 @@ def dcl(
     stats = pairwise_lse(queries, z, Pairs(row_ids=ids, col_ids=ids), chunk_size=chunk_size)
     assert stats.rows is not None
     losses = stats.rows.lse - positive  # (2B,)
-    return reduce(losses, reduction)
+    return checks.verify(reduce(losses, reduction))
 
 
+@full_precision
 def dclw(
     a: Tensor,
     b: Tensor,
@@ -155,12 +154,14 @@ def dclw(
     )
 
 
-class DCLLoss(nn.Module):
+class DCLLoss(LossModule):
     """Module wrapper of :func:`dcl`.
 
     Inputs: ``forward(a, b, positive_ids=None)``, two views ``(B, d)``. Use instead of
     :class:`NTXentLoss` when batches are small: removing the positive from the denominator
     removes the negative–positive coupling that makes InfoNCE batch-size sensitive.
+
+    Args: the keyword arguments of :func:`dcl` (except ``positive_weight_fn``).
 
     Examples:
         >>> loss = DCLLoss(temperature=0.1)(torch.randn(8, 16), torch.randn(8, 16))
@@ -168,34 +169,30 @@ class DCLLoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.1,
+        *,
+        temperature: float | Tensor | nn.Module = 0.1,
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        validate_temperature(temperature)
-        check_reduction(reduction)
-        self.temperature = temperature
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
 
     def forward(self, a: Tensor, b: Tensor, positive_ids: Tensor | None = None) -> Tensor:
         """Loss of two ``(B, d)`` views."""
-        return dcl(
-            a,
-            b,
-            temperature=self.temperature,
-            positive_ids=positive_ids,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
-        )
+        return dcl(a, b, positive_ids=positive_ids, temperature=self.tau(), **self.options())
 
 
-class DCLWLoss(nn.Module):
+class DCLWLoss(LossModule):
     """Module wrapper of :func:`dclw` (DCL with von Mises–Fisher positive weights).
+
+    Args: the keyword arguments of :func:`dclw`.
 
     Examples:
         >>> loss = DCLWLoss(temperature=0.1, sigma=0.5)(torch.randn(8, 16), torch.randn(8, 16))
@@ -203,31 +200,31 @@ class DCLWLoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.1,
+        *,
+        temperature: float | Tensor | nn.Module = 0.1,
         sigma: float = 0.5,
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        validate_temperature(temperature)
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
         check_positive(sigma, "sigma")
-        check_reduction(reduction)
-        self.temperature = temperature
         self.sigma = sigma
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
 
     def forward(self, a: Tensor, b: Tensor, positive_ids: Tensor | None = None) -> Tensor:
         """Loss of two ``(B, d)`` views."""
         return dclw(
             a,
             b,
-            temperature=self.temperature,
-            sigma=self.sigma,
             positive_ids=positive_ids,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
+            temperature=self.tau(),
+            sigma=self.sigma,
+            **self.options(),
         )

@@ -14,12 +14,16 @@ from torch import Tensor, nn
 
 from contrastkit._checks import (
     Reduction,
-    check_embeddings,
+    ValueChecks,
+    check_compatible,
     check_reduction,
     check_same_dim,
     check_temperature,
+    check_tensor,
     reduce,
 )
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 DEFAULT_EPS = 1e-8
 
@@ -38,6 +42,7 @@ def _check_label_smoothing(label_smoothing: float) -> None:
         raise ValueError(f"label_smoothing must be a number in [0, 1), got {label_smoothing!r}")
 
 
+@full_precision
 def gram_volume(
     anchor: Tensor,
     *others: Tensor,
@@ -56,14 +61,15 @@ def gram_volume(
     tuple, so the off-diagonal entries are the volumes of the anchor with other samples' tuples.
     For ``k = 2`` and unit vectors, ``Vol = sqrt(1 - cos^2) = |sin angle|``.
 
-    Numerics: the ``k x k`` determinants are computed in at least float32 (float64 inputs stay
-    float64), as in the reference (``torch.det(G.float())``). The reference takes
-    ``sqrt(|det|)``, whose gradient is infinite (``NaN`` at exactly 0) for perfectly aligned
-    tuples. Here ``det`` is clamped below at ``eps`` before the square root: the value differs
-    from the reference only where ``Vol < sqrt(eps)`` (``1e-4`` by default, below float32's
-    noise on a determinant of unit vectors), where its gradient is 0, and the gradient is bounded
-    by ``1 / (2 sqrt(eps))`` times that of ``det`` everywhere. ``eps=0`` reproduces the
-    reference exactly (including its infinite gradient at 0).
+    Numerics: the ``k x k`` determinants are computed in float64 (the reference uses
+    ``torch.det(G.float())``; near-collinear tuples cancel catastrophically in float32), then
+    cast back to the inputs' precision. The reference takes ``sqrt(|det|)``, whose gradient is
+    infinite (``NaN`` at exactly 0) for perfectly aligned tuples. Here ``det`` is clamped below
+    at ``eps`` before the square root: the value differs from the reference only where
+    ``Vol < sqrt(eps)`` (``1e-4`` by default), where its gradient is 0, and the gradient is
+    bounded by ``1 / (2 sqrt(eps))`` times that of ``det`` everywhere. ``eps=0`` reproduces the
+    reference's values; where ``det = 0`` exactly the volume is 0 with a zero gradient (the
+    reference's is NaN). The embedding dimension must be at least ``k``.
 
     Args:
         anchor: ``(B1, d)`` anchor-modality embeddings (text in the paper).
@@ -76,8 +82,8 @@ def gram_volume(
         ``(B1, B2)`` volumes, in float32 for half/float32 inputs and float64 for float64 ones.
 
     Raises:
-        ValueError: no other modality, mismatched shapes or dimensions, non-finite values,
-            negative ``eps``.
+        ValueError: no other modality, mismatched shapes or dimensions, an embedding
+            dimension below ``k``, non-finite values, negative ``eps``.
 
     Example:
         >>> import torch
@@ -86,23 +92,45 @@ def gram_volume(
         torch.Size([4, 4])
 
     """
+    checks = _validate(anchor, others, eps, normalize, check_values)
+    return checks.verify(_volumes(anchor, others, normalize, eps))
+
+
+def _validate(
+    anchor: Tensor, others: tuple[Tensor, ...], eps: float, normalize: bool, check_values: bool
+) -> ValueChecks:
     _check_eps(eps)
     if len(others) == 0:
         raise ValueError("others must contain at least one non-anchor modality, got none")
-    check_embeddings(anchor, "anchor", check_finite=check_values)
+    check_tensor(anchor, "anchor")
+    named = [("anchor", anchor)]
     for m, x in enumerate(others):
         name = f"others[{m}]"
-        check_embeddings(x, name, check_finite=check_values)
+        check_tensor(x, name)
         check_same_dim(anchor, x, ("anchor", name))
         if x.shape[0] != others[0].shape[0]:
             raise ValueError(
-                f"every non-anchor modality must have the same batch size (one tuple per row), "
-                f"got {others[0].shape[0]} for others[0] and {x.shape[0]} for {name}"
+                f"others[{m}] must have the batch size of others[0] (one tuple per row), "
+                f"got {x.shape[0]} and {others[0].shape[0]}"
             )
-    dtype = torch.promote_types(anchor.dtype, torch.float32)
-    vecs = [anchor.to(dtype), *(x.to(dtype) for x in others)]
-    if normalize:
-        vecs = [F.normalize(v, dim=-1) for v in vecs]
+        named.append((name, x))
+    if anchor.shape[-1] < len(named):
+        raise ValueError(
+            f"anchor: GRAM needs an embedding dimension >= the number of modalities "
+            f"({len(named)}), got {anchor.shape[-1]}: in fewer dimensions every volume is 0"
+        )
+    check_compatible(named)
+    checks = ValueChecks(check_values, "anchor and others")
+    for name, x in named:
+        checks.finite(name, x)
+        if normalize:
+            checks.nonzero_rows(name, x)
+    return checks
+
+
+def _volumes(anchor: Tensor, others: tuple[Tensor, ...], normalize: bool, eps: float) -> Tensor:
+    """``(B1, B2)`` Gram volumes of validated inputs."""
+    vecs = [prepare(v, normalize) for v in (anchor, *others)]
     a, rest = vecs[0], vecs[1:]
     b1, b2, k = a.shape[0], rest[0].shape[0], len(vecs)
     # Gram entries. anchor-anchor: (B1,); anchor-other: (B1, B2); other-other: (B2,)
@@ -113,10 +141,14 @@ def gram_volume(
     for m in range(k - 1):
         rows.append(torch.stack([a_o[m], *o_o[m]], dim=-1))
     gram = torch.stack(rows, dim=-2)  # (B1, B2, k, k)
-    det: Tensor = torch.linalg.det(gram).abs()  # (B1, B2)
-    return det.clamp_min(eps).sqrt()
+    # float64 determinants: near-collinear tuples cancel catastrophically in float32.
+    det = torch.linalg.det(gram.double()).abs().clamp_min(eps).to(gram.dtype)  # (B1, B2)
+    # √det with a zero (not NaN) gradient where det = 0 (collinear rows with eps = 0).
+    root = det.clamp_min(torch.finfo(det.dtype).tiny).sqrt()
+    return torch.where(det == 0, torch.zeros_like(root), root)  # NaN stays NaN (checked)
 
 
+@full_precision
 def gram_loss(
     anchor: Tensor,
     *others: Tensor,
@@ -181,10 +213,9 @@ def gram_loss(
     """
     check_reduction(reduction)
     _check_label_smoothing(label_smoothing)
-    check_temperature(temperature)
-    volumes = gram_volume(
-        anchor, *others, normalize=normalize, eps=eps, check_values=check_values
-    )  # (B, B)
+    checks = _validate(anchor, others, eps, normalize, check_values)
+    check_temperature(temperature, checks)
+    volumes = _volumes(anchor, others, normalize, eps)  # (B, B)
     if volumes.shape[0] != volumes.shape[1]:
         raise ValueError(
             f"anchor and others must have the same batch size (row i of each is sample i), "
@@ -192,7 +223,7 @@ def gram_loss(
         )
     if volumes.shape[0] < 2:
         raise ValueError("anchor needs at least 2 rows: with B = 1 there is no negative")
-    logits = -volumes / temperature  # (B, B)
+    logits = -scale_by_temperature(volumes, temperature)  # (B, B)
     targets = torch.arange(logits.shape[0], device=logits.device)
     losses = F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="none")
     if symmetric:
@@ -200,10 +231,10 @@ def gram_loss(
             logits.T, targets, label_smoothing=label_smoothing, reduction="none"
         )
         losses = 0.5 * (losses + losses_t)  # (B,)
-    return reduce(losses, reduction)
+    return checks.verify(reduce(losses, reduction))
 
 
-class GRAMLoss(nn.Module):
+class GRAMLoss(LossModule):
     """Module form of :func:`gram_loss` (GRAM volume contrastive loss for k modalities).
 
     Args:
@@ -227,35 +258,35 @@ class GRAMLoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.07,
+        *,
+        temperature: float | Tensor | nn.Module = 0.07,
         label_smoothing: float = 0.1,
         symmetric: bool = True,
         normalize: bool = True,
         eps: float = DEFAULT_EPS,
         reduction: Reduction = "mean",
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        check_temperature(temperature)
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            check_values=check_values,
+        )
         _check_label_smoothing(label_smoothing)
         _check_eps(eps)
-        check_reduction(reduction)
-        self.temperature = temperature
         self.label_smoothing = label_smoothing
         self.symmetric = symmetric
-        self.normalize = normalize
         self.eps = eps
-        self.reduction: Reduction = reduction
 
-    def forward(self, anchor: Tensor, *others: Tensor, check_values: bool = True) -> Tensor:
-        """Compute the loss for ``anchor`` ``(B, d)`` and ``k - 1`` tensors ``(B, d)``."""
+    def forward(self, anchor: Tensor, *others: Tensor) -> Tensor:
+        """Loss of the anchor modality ``(B, d)`` against the others, each ``(B, d)``."""
         return gram_loss(
             anchor,
             *others,
-            temperature=self.temperature,
+            temperature=self.tau(),
             label_smoothing=self.label_smoothing,
             symmetric=self.symmetric,
-            normalize=self.normalize,
             eps=self.eps,
-            reduction=self.reduction,
-            check_values=check_values,
+            **self.options(),
         )

@@ -14,9 +14,19 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from contrastkit._checks import Reduction, check_embeddings, check_reduction, reduce
+from contrastkit._checks import (
+    Reduction,
+    check_count,
+    check_reduction,
+    check_tensor,
+    reduce,
+    validate_embeddings,
+    validate_views,
+)
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare
 from contrastkit.losses._sorting_network import (
     Distribution,
     NetworkType,
@@ -26,8 +36,7 @@ from contrastkit.losses._sorting_network import (
 
 
 def _check_topk(topk_neg: int) -> None:
-    if not isinstance(topk_neg, int) or isinstance(topk_neg, bool) or topk_neg < 1:
-        raise ValueError(f"topk_neg must be an integer >= 1, got {topk_neg!r}")
+    check_count(topk_neg, "topk_neg")
 
 
 def _sorting_bce(
@@ -55,9 +64,11 @@ def _sorting_bce(
     return 0.5 * (bce_pos + bce_neg)  # (N,)
 
 
+@full_precision
 def groco_sorting_loss(
     positive_scores: Tensor,
     negative_scores: Tensor,
+    *,
     topk_neg: int | None = None,
     steepness: float = 1.0,
     network: NetworkType = "odd_even",
@@ -107,8 +118,9 @@ def groco_sorting_loss(
     """
     check_reduction(reduction)
     check_sorter_args(network, distribution, steepness)
-    check_embeddings(positive_scores, "positive_scores", check_finite=check_values)
-    check_embeddings(negative_scores, "negative_scores", check_finite=check_values)
+    checks = validate_embeddings(positive_scores, "positive_scores", check_values=check_values)
+    check_tensor(negative_scores, "negative_scores")
+    checks.finite("negative_scores", negative_scores)
     if positive_scores.shape[0] != negative_scores.shape[0]:
         raise ValueError(
             f"positive_scores and negative_scores must have one row per anchor, got "
@@ -122,13 +134,16 @@ def groco_sorting_loss(
         raise ValueError(
             f"topk_neg={topk_neg} exceeds the {n_avail} negatives per row of negative_scores"
         )
+    checks.run()  # before the sort: binary_cross_entropy rejects NaN probabilities
     neg = negative_scores.topk(topk_neg, dim=1).values  # (N, topk)
     losses = _sorting_bce(positive_scores, neg, network, steepness, distribution)  # (N,)
     return reduce(losses, reduction)
 
 
+@full_precision
 def groco_loss(
     views: Tensor,
+    *,
     topk_neg: int = 10,
     steepness: float = 1.0,
     stop_grad: bool = True,
@@ -198,10 +213,8 @@ def groco_loss(
     check_reduction(reduction)
     check_sorter_args(network, distribution, steepness)
     _check_topk(topk_neg)
-    check_embeddings(views, "views", ndim=3, min_rows=2, check_finite=check_values)
+    checks = validate_views(views, normalize=normalize, check_values=check_values)
     b, v_count, _ = views.shape
-    if v_count < 2:
-        raise ValueError(f"views needs at least 2 views per sample, got shape {tuple(views.shape)}")
     if topk_neg > b - 1:
         raise ValueError(f"topk_neg={topk_neg} exceeds the B - 1 = {b - 1} negatives per anchor")
     n_pos = v_count if num_positive_views is None else num_positive_views
@@ -212,24 +225,31 @@ def groco_loss(
     anchors = tuple(range(v_count)) if anchor_views is None else tuple(anchor_views)
     if not anchors or not all(isinstance(v, int) and 0 <= v < v_count for v in anchors):
         raise ValueError(f"anchor_views must be view indices in [0, {v_count}), got {anchor_views}")
-    x = views.to(torch.promote_types(views.dtype, torch.float32))
-    if normalize:
-        x = F.normalize(x, dim=-1)
+    x = prepare(views, normalize)  # (B, V, d)
     partners = x.detach() if stop_grad else x
     self_mask = torch.eye(b, dtype=torch.bool, device=x.device)
-    per_view = []
+    scores = []
     for v in anchors:
         anchor = x[:, v]  # (B, d)
         pos_views = [p for p in range(n_pos) if p != v]
         pos = torch.einsum("bd,bpd->bp", anchor, partners[:, pos_views])  # (B, P)
         neg = anchor @ partners[:, v].T  # (B, B): same view of the other samples
         neg = neg.masked_fill(self_mask, -math.inf).topk(topk_neg, dim=1).values  # (B, topk)
-        per_view.append(_sorting_bce(pos, neg, network, steepness, distribution))  # (B,)
+        checks.require(
+            torch.isfinite(torch.cat([pos, neg], dim=1)).all(),
+            "views: the similarities overflow the floating-point range; normalise or rescale",
+        )
+        scores.append((pos, neg))
+    checks.run()  # before sorting: binary_cross_entropy rejects NaN probabilities
+    per_view = [
+        _sorting_bce(pos, neg, network, steepness, distribution)  # (B,)
+        for pos, neg in scores
+    ]
     losses = torch.stack(per_view).mean(0)  # (B,)
     return reduce(losses, reduction)
 
 
-class GroCoLoss(nn.Module):
+class GroCoLoss(LossModule):
     """Module form of :func:`groco_loss` (group ordering by a differentiable sorting network).
 
     Args:
@@ -254,6 +274,7 @@ class GroCoLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         topk_neg: int = 10,
         steepness: float = 1.0,
         stop_grad: bool = True,
@@ -262,28 +283,22 @@ class GroCoLoss(nn.Module):
         distribution: Distribution = "cauchy",
         normalize: bool = True,
         reduction: Reduction = "mean",
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(normalize=normalize, reduction=reduction, check_values=check_values)
         _check_topk(topk_neg)
         check_sorter_args(network, distribution, steepness)
-        check_reduction(reduction)
-        if num_positive_views is not None and (
-            not isinstance(num_positive_views, int) or num_positive_views < 2
-        ):
-            raise ValueError(
-                f"num_positive_views must be None or an integer >= 2, got {num_positive_views!r}"
-            )
+        if num_positive_views is not None:
+            check_count(num_positive_views, "num_positive_views", minimum=2)
         self.topk_neg = topk_neg
         self.steepness = float(steepness)
         self.stop_grad = stop_grad
         self.num_positive_views = num_positive_views
         self.network: NetworkType = network
         self.distribution: Distribution = distribution
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
 
-    def forward(self, views: Tensor, check_values: bool = True) -> Tensor:
-        """Compute the loss for ``views`` of shape ``(B, V, d)``."""
+    def forward(self, views: Tensor) -> Tensor:
+        """Loss of ``(B, V, d)`` views."""
         return groco_loss(
             views,
             topk_neg=self.topk_neg,
@@ -292,7 +307,5 @@ class GroCoLoss(nn.Module):
             num_positive_views=self.num_positive_views,
             network=self.network,
             distribution=self.distribution,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            check_values=check_values,
+            **self.options(),
         )

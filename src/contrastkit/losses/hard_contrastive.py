@@ -20,16 +20,20 @@ from torch import Tensor, nn
 
 from contrastkit._checks import (
     Reduction,
-    check_embeddings,
-    check_pair,
+    ValueChecks,
+    check_chunk_size,
+    check_count,
     check_positive,
     check_reduction,
     check_same_dim,
+    check_tensor,
     reduce,
+    validate_pair,
 )
 from contrastkit.engine import TilePairs, pairwise_lse, safe_logaddexp
 from contrastkit.engine.lse import DENSE_MAX_PAIRS, default_tile
-from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,13 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in (0, 1] (a quantile of the negatives), got {alpha}")
 
 
+def _check_options(alpha: float, num_hard: int | None) -> None:
+    if num_hard is None:
+        _check_alpha(alpha)
+    else:
+        check_count(num_hard, "num_hard")
+
+
 def _prepare_inputs(
     a: Tensor,
     b: Tensor,
@@ -129,18 +140,24 @@ def _prepare_inputs(
     num_hard: int | None,
     normalize: bool,
     check_values: bool,
-) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Validate; return normalised anchors, positives, candidates ``[b; negatives]`` and K."""
-    check_embeddings(a, "a", min_rows=1 if negatives is not None else 2, check_finite=check_values)
-    check_embeddings(b, "b", check_finite=check_values)
-    check_pair(a, b)
+    temperature: float | Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, int, ValueChecks]:
     if negatives is not None:
-        check_embeddings(negatives, "negatives", check_finite=check_values)
+        check_tensor(negatives, "negatives", min_rows=0)
+        if negatives.shape[0] == 0:
+            negatives = None  # K = 0: no extra negatives
+    checks = validate_pair(
+        a,
+        b,
+        min_rows=1 if negatives is not None else 2,
+        normalize=normalize,
+        check_values=check_values,
+        temperature=temperature,
+        extra=[] if negatives is None else [("negatives", negatives)],
+    )
+    if negatives is not None:
         check_same_dim(a, negatives, ("a", "negatives"))
-    if num_hard is None:
-        _check_alpha(alpha)
-    elif isinstance(num_hard, bool) or not isinstance(num_hard, int) or num_hard < 1:
-        raise ValueError(f"num_hard must be a positive integer or None, got {num_hard!r}")
+    _check_options(alpha, num_hard)
     za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d)
     candidates = zb if negatives is None else torch.cat([zb, prepare(negatives, normalize)])
     num_negatives = candidates.shape[0] - 1  # every other column
@@ -149,9 +166,10 @@ def _prepare_inputs(
         raise ValueError(
             f"num_hard must be <= the number of negatives per anchor ({num_negatives}), got {k}"
         )
-    return za, zb, candidates, k
+    return za, zb, candidates, k, checks
 
 
+@full_precision
 def hard_contrastive_loss(
     a: Tensor,
     b: Tensor,
@@ -178,8 +196,10 @@ def hard_contrastive_loss(
     Reduction: mean over anchors; ``'none'`` returns ``(B,)``.
 
     Defaults: ``τ = 0.7`` and ``α = 0.0819`` (the paper's best hard-loss temperature on
-    CIFAR-10 and its CIFAR α, chosen there for a 16384-negative memory bank; with in-batch
-    negatives ``K`` is much smaller — pass ``num_hard`` to fix ``K`` directly).
+    CIFAR-10 and its CIFAR α). The paper's memory bank holds the whole training set (50 000
+    CIFAR images), so its α keeps ``K ≈ 0.0819 · 50 000 ≈ 4 095`` hard negatives per anchor
+    (0.0315 on SVHN and 0.034 on ImageNet-100 give the same 4 095). With in-batch negatives
+    ``K`` is much smaller: pass ``num_hard`` to fix ``K`` directly.
 
     Memory: the top-K is a running selection merged across column tiles (``O(B·K)``) and the
     loss runs on the similarity engine with :class:`TopKPairs` — no ``B × m`` matrix on the
@@ -214,10 +234,9 @@ def hard_contrastive_loss(
         >>> loss = hard_contrastive_loss(a, b, num_hard=4)
     """
     check_reduction(reduction)
-    if check_values:
-        validate_temperature(temperature)
-    za, zb, candidates, k = _prepare_inputs(
-        a, b, negatives, alpha, num_hard, normalize, check_values
+    check_chunk_size(chunk_size)
+    za, zb, candidates, k, checks = _prepare_inputs(
+        a, b, negatives, alpha, num_hard, normalize, check_values, temperature
     )
     queries = scale_by_temperature(za, temperature)  # (B, d)
     positive = (queries * zb).sum(-1)  # (B,) s_ii
@@ -226,9 +245,10 @@ def hard_contrastive_loss(
     stats = pairwise_lse(queries, candidates, rule, chunk_size=chunk_size).rows
     assert stats is not None
     losses = safe_logaddexp(stats.lse, positive) - positive  # (B,)
-    return reduce(losses, reduction)
+    return checks.verify(reduce(losses, reduction))
 
 
+@full_precision
 def hard_simple_loss(
     a: Tensor,
     b: Tensor,
@@ -275,9 +295,10 @@ def hard_simple_loss(
         >>> loss = hard_simple_loss(torch.randn(16, 8), torch.randn(16, 8), num_hard=4)
     """
     check_reduction(reduction)
+    check_chunk_size(chunk_size)
     check_positive(lam, "lam")
-    za, zb, candidates, k = _prepare_inputs(
-        a, b, negatives, alpha, num_hard, normalize, check_values
+    za, zb, candidates, k, checks = _prepare_inputs(
+        a, b, negatives, alpha, num_hard, normalize, check_values, None
     )
     positive = (za * zb).sum(-1)  # (B,)
     keep = hardest_negatives(za.detach(), candidates.detach(), k, chunk_size=chunk_size)
@@ -285,10 +306,10 @@ def hard_simple_loss(
     stats = pairwise_lse(za, candidates, rule, chunk_size=chunk_size).rows
     assert stats is not None and stats.weighted_sum is not None
     losses = -positive + lam * stats.weighted_sum  # (B,)
-    return reduce(losses, reduction)
+    return checks.verify(reduce(losses, reduction))
 
 
-class HardContrastiveLoss(nn.Module):
+class HardContrastiveLoss(LossModule):
     """Module wrapper of :func:`hard_contrastive_loss` (Wang & Liu's explicit hard negatives).
 
     Inputs: ``forward(a, b, negatives=None)`` with paired ``(B, d)`` rows and optional shared
@@ -303,37 +324,34 @@ class HardContrastiveLoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.7,
+        *,
+        temperature: float | Tensor | nn.Module = 0.7,
         alpha: float = 0.0819,
         num_hard: int | None = None,
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        validate_temperature(temperature)
-        if num_hard is None:
-            _check_alpha(alpha)
-        elif isinstance(num_hard, bool) or not isinstance(num_hard, int) or num_hard < 1:
-            raise ValueError(f"num_hard must be a positive integer or None, got {num_hard!r}")
-        check_reduction(reduction)
-        self.temperature = temperature
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
+        _check_options(alpha, num_hard)
         self.alpha = alpha
         self.num_hard = num_hard
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
 
     def forward(self, a: Tensor, b: Tensor, negatives: Tensor | None = None) -> Tensor:
-        """Loss of ``(B, d)`` anchors against paired positives (and extra negatives)."""
+        """Loss of paired ``(B, d)`` views, with optional extra ``(K, d)`` negatives."""
         return hard_contrastive_loss(
             a,
             b,
-            temperature=self.temperature,
+            negatives=negatives,
+            temperature=self.tau(),
             alpha=self.alpha,
             num_hard=self.num_hard,
-            negatives=negatives,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
+            **self.options(),
         )

@@ -13,18 +13,20 @@ from torch import Tensor, nn
 
 from contrastkit._checks import (
     Reduction,
-    check_embeddings,
-    check_finite,
-    check_pair,
+    check_ids,
     check_reduction,
     check_same_dim,
+    check_tensor,
     reduce,
+    validate_pair,
 )
 from contrastkit.distributed import all_gather_with_grad, is_distributed
 from contrastkit.engine import Pairs, pairwise_lse, safe_logaddexp, safe_logsumexp
-from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 
+@full_precision
 def info_nce(
     a: Tensor,
     b: Tensor,
@@ -58,7 +60,8 @@ def info_nce(
         temperature: ``τ`` > 0, float or scalar tensor (e.g. from
             :class:`contrastkit.LearnableTemperature`). Default 0.1 (info-nce-pytorch).
         symmetric: average the a→b and b→a directions.
-        negatives: extra negatives, shared ``(K, d)`` or per anchor ``(B, K, d)``.
+        negatives: extra negatives, shared ``(K, d)`` or per anchor ``(B, K, d)`` (``K = 0``:
+            none).
         positive_ids: ``(B,)`` ids; rows sharing an id with anchor ``i`` (other than ``b_i``) are
             not used as its negatives (duplicates / false negatives).
         normalize: L2-normalise all embeddings first (cosine similarity).
@@ -78,9 +81,11 @@ def info_nce(
         The loss (scalar, or ``(B,)`` with ``reduction='none'``), fp32 for half inputs.
 
     Raises:
-        ValueError: on mismatched shapes, fewer than 2 rows without extra negatives, non-finite
-            values, a temperature ≤ 0, a bad reduction, or ``gather_distributed`` together with
-            ``negatives`` or ``positive_ids``.
+        ValueError: on mismatched shapes or dtypes, fewer than 2 rows without extra negatives,
+            non-finite values, an all-zero row with ``normalize``, a temperature ≤ 0, a bad
+            reduction, ``positive_ids`` shared by every row (no anchor would have a negative),
+            a non-finite result, or ``gather_distributed`` together with ``negatives`` or
+            ``positive_ids``.
 
     Peers: equals info-nce-pytorch ``InfoNCE`` without extra negatives. With ``negative_keys``
     that package contrasts against those keys *only*; here the other in-batch positives stay
@@ -94,44 +99,40 @@ def info_nce(
         >>> loss.shape
         torch.Size([])
     """
-    has_extra = negatives is not None
-    check_embeddings(a, "a", min_rows=1 if has_extra else 2, check_finite=False)
-    check_embeddings(b, "b", check_finite=False)
-    check_pair(a, b)
-    if check_values:
-        check_finite(("a", a), ("b", b))
-    check_reduction(reduction)
-    if check_values:
-        validate_temperature(temperature)
+    negatives = _nonempty_negatives(negatives, getattr(a, "shape", (0,))[0])
+    checks = validate_pair(
+        a,
+        b,
+        min_rows=1 if negatives is not None else 2,
+        normalize=normalize,
+        check_values=check_values,
+        temperature=temperature,
+        extra=[] if negatives is None else [("negatives", negatives)],
+    )
     if negatives is not None:
-        check_embeddings(negatives, "negatives", ndim=negatives.ndim, check_finite=check_values)
-        if negatives.ndim not in (2, 3) or (
-            negatives.ndim == 3 and negatives.shape[0] != a.shape[0]
-        ):
-            raise ValueError(
-                f"negatives must have shape (K, d) or ({a.shape[0]}, K, d), "
-                f"got {tuple(negatives.shape)}"
-            )
         check_same_dim(a, negatives, ("a", "negatives"))
-    if positive_ids is not None and (
-        positive_ids.shape != (a.shape[0],) or positive_ids.is_floating_point()
-    ):
+    check_reduction(reduction)
+    if positive_ids is not None:
+        check_ids(positive_ids, a.shape[0])
+        if negatives is None:
+            checks.require(
+                (positive_ids != positive_ids[0]).any(),
+                "positive_ids: every row shares one id, so no anchor has a negative",
+            )
+    if gather_distributed and (negatives is not None or positive_ids is not None):
         raise ValueError(
-            f"positive_ids must be integer ids of shape ({a.shape[0]},), "
-            f"got {positive_ids.dtype} {tuple(positive_ids.shape)}"
+            "gather_distributed: not supported together with negatives or positive_ids"
         )
 
     za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d)
     queries = scale_by_temperature(za, temperature)  # (B, d), = a / τ
     positive = (queries * zb).sum(-1)  # (B,) s_ii
-    if gather_distributed and (negatives is not None or positive_ids is not None):
-        raise ValueError(
-            "gather_distributed: not supported together with negatives or positive_ids"
-        )
     if gather_distributed and is_distributed():
-        return reduce(
-            _global_batch_losses(queries, za, zb, positive, temperature, symmetric, chunk_size),
-            reduction,
+        return checks.verify(
+            reduce(
+                _global_batch_losses(queries, za, zb, positive, temperature, symmetric, chunk_size),
+                reduction,
+            )
         )
     # With ids, every same-id pair (the positive included) leaves the engine's sum and the
     # positive is added back: the denominator is then {positive} ∪ non-duplicates.
@@ -157,7 +158,22 @@ def info_nce(
         if pairs is not None:
             col_lse = safe_logaddexp(col_lse, positive)
         losses = 0.5 * (losses + (col_lse - positive))
-    return reduce(losses, reduction)
+    return checks.verify(reduce(losses, reduction))
+
+
+def _nonempty_negatives(negatives: Tensor | None, batch: int) -> Tensor | None:
+    """Check extra negatives, shared ``(K, d)`` or per anchor ``(B, K, d)``; ``K = 0``: None."""
+    if negatives is None:
+        return None
+    is_tensor = isinstance(negatives, Tensor)
+    ndim = negatives.ndim if is_tensor else 0
+    if ndim not in (2, 3) or (ndim == 3 and negatives.shape[0] != batch):
+        got = tuple(negatives.shape) if is_tensor else type(negatives).__name__
+        raise ValueError(
+            f"negatives must be a tensor of shape (K, d) or ({batch}, K, d), got {got}"
+        )
+    check_tensor(negatives, "negatives", ndim=ndim, min_rows=0)
+    return negatives if negatives.shape[-2] > 0 else None
 
 
 def _global_batch_losses(
@@ -187,7 +203,7 @@ def _global_batch_losses(
     return losses
 
 
-class InfoNCELoss(nn.Module):
+class InfoNCELoss(LossModule):
     """Module wrapper of :func:`info_nce`; see it for the formula and conventions.
 
     Inputs: ``forward(a, b, negatives=None, positive_ids=None)`` with paired ``(B, d)`` rows.
@@ -196,6 +212,9 @@ class InfoNCELoss(nn.Module):
     :class:`CLIPLoss` for a learnable temperature). :class:`NTXentLoss` also contrasts within
     each view; :class:`DCLLoss` removes the positive from the denominator.
 
+    Args: the keyword arguments of :func:`info_nce` (``temperature`` may also be a
+    :class:`contrastkit.LearnableTemperature`).
+
     Examples:
         >>> loss_fn = InfoNCELoss(temperature=0.1, symmetric=True)
         >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
@@ -203,22 +222,24 @@ class InfoNCELoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.1,
+        *,
+        temperature: float | Tensor | nn.Module = 0.1,
         symmetric: bool = False,
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
         gather_distributed: bool = False,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        validate_temperature(temperature)
-        check_reduction(reduction)
-        self.temperature = temperature
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            gather_distributed=gather_distributed,
+            check_values=check_values,
+        )
         self.symmetric = symmetric
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
-        self.gather_distributed = gather_distributed
 
     def forward(
         self,
@@ -231,12 +252,9 @@ class InfoNCELoss(nn.Module):
         return info_nce(
             a,
             b,
-            temperature=self.temperature,
-            symmetric=self.symmetric,
             negatives=negatives,
             positive_ids=positive_ids,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
-            gather_distributed=self.gather_distributed,
+            temperature=self.tau(),
+            symmetric=self.symmetric,
+            **self.options(),
         )

@@ -61,8 +61,8 @@ class MemoryQueue(nn.Module):
         self,
         size: int,
         dim: int,
-        with_labels: bool = False,
         *,
+        with_labels: bool = False,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()

@@ -20,15 +20,24 @@ sizes of metric learning.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from contrastkit._checks import check_embeddings, check_labels, check_positive
-from contrastkit.losses.mixco import sample_beta
+from contrastkit._checks import (
+    ValueChecks,
+    check_labels,
+    check_non_negative,
+    check_positive,
+    validate_labeled,
+)
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare
+from contrastkit.losses._sampling import sample_beta
 from contrastkit.losses.multi_similarity import (
     IndicesTuple,
     label_pair_masks,
@@ -98,11 +107,7 @@ def metrix_mixes(
     if not isinstance(labels, Tensor):
         raise ValueError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     check_labels(labels, labels.shape[0])
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-    check_positive(mix_alpha, "mix_alpha")
-    if lam is not None and (not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0):
-        raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
+    _check_mix_options(mode, mix_alpha, lam)
     pos, neg = label_pair_masks(labels)  # (B, B) bool each
     if mode == "positive_negative":
         triplets = (pos[:, :, None] & neg[:, None, :]).nonzero()  # (T, 3): a, p, n
@@ -142,7 +147,18 @@ def _distance(sq: Tensor) -> Tensor:
     return sq.clamp(min=1e-24).sqrt()
 
 
-def _check_mixes(mixes: MetrixMixes, batch: int, check_values: bool) -> None:
+def _check_mix_options(mode: MixMode, mix_alpha: float, lam: float | None) -> None:
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    check_positive(mix_alpha, "mix_alpha")
+    if lam is not None and (
+        not isinstance(lam, (int, float)) or isinstance(lam, bool) or not 0.0 <= lam <= 1.0
+    ):
+        raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
+
+
+def _check_mixes(mixes: MetrixMixes, batch: int, checks: ValueChecks) -> MetrixMixes:
+    """Check explicit mixes; out-of-range indices are clamped (``checks`` then fails)."""
     if not isinstance(mixes, MetrixMixes):
         raise ValueError(f"mixes must be a MetrixMixes, got {type(mixes).__name__}")
     fields = (mixes.anchor, mixes.first, mixes.negative)
@@ -150,13 +166,16 @@ def _check_mixes(mixes: MetrixMixes, batch: int, check_values: bool) -> None:
         raise ValueError("mixes: anchor, first and negative must be 1-D integer tensors")
     if not all(t.shape == mixes.lambdas.shape for t in fields) or mixes.lambdas.ndim != 1:
         raise ValueError("mixes: anchor, first, negative and lambdas must have equal lengths")
-    if check_values and mixes.anchor.numel():
-        for name, t in zip(("anchor", "first", "negative"), fields, strict=True):
-            if int(t.min()) < 0 or int(t.max()) >= batch:
-                raise ValueError(f"mixes: {name} has indices outside [0, {batch})")
-        lam = mixes.lambdas
-        if not bool(((lam >= 0) & (lam <= 1)).all()):
-            raise ValueError("mixes: lambdas must lie in [0, 1]")
+    if not mixes.anchor.numel():
+        return mixes
+    for name, t in zip(("anchor", "first", "negative"), fields, strict=True):
+        checks.require(
+            ((t >= 0) & (t < batch)).all(), f"mixes: {name} has indices outside [0, {batch})"
+        )
+    lam = mixes.lambdas
+    checks.require(((lam >= 0) & (lam <= 1)).all(), "mixes: lambdas must lie in [0, 1]")
+    anchor, first, negative = (t.clamp(0, batch - 1) for t in fields)
+    return MetrixMixes(anchor, first, negative, lam)
 
 
 def _prepare_inputs(
@@ -168,18 +187,22 @@ def _prepare_inputs(
     lam: float | None,
     generator: torch.Generator | None,
     mix_weight: float,
+    normalize: bool,
     check_values: bool,
-) -> MetrixMixes:
-    check_embeddings(embeddings, "embeddings", min_rows=2, check_finite=check_values)
-    check_labels(labels, embeddings.shape[0])
-    if not isinstance(mix_weight, (int, float)) or mix_weight < 0:
-        raise ValueError(f"mix_weight must be a number >= 0, got {mix_weight!r}")
+) -> tuple[MetrixMixes, ValueChecks]:
+    if labels is None:
+        raise ValueError("labels must be a torch.Tensor, got None")
+    checks = validate_labeled(
+        embeddings, labels, min_rows=2, normalize=normalize, check_values=check_values
+    )
+    check_non_negative(mix_weight, "mix_weight")
+    _check_mix_options(mode, mix_alpha, lam)
     if mixes is None:
         mixes = metrix_mixes(labels, mode=mode, mix_alpha=mix_alpha, lam=lam, generator=generator)
-    _check_mixes(mixes, embeddings.shape[0], check_values)
-    return mixes
+    return _check_mixes(mixes, embeddings.shape[0], checks), checks
 
 
+@full_precision
 def metrix_contrastive(
     embeddings: Tensor,
     labels: Tensor,
@@ -208,7 +231,8 @@ def metrix_contrastive(
 
     Total ``ℓ_clean + w · ℓ_mix``; a scalar (means over pairs, as pytorch-metric-learning's
     ``MeanReducer``; a per-anchor ``reduction`` does not apply to pair means). An empty set of
-    pairs contributes 0.
+    negative pairs or of mixed examples contributes 0; a batch without any positive pair is an
+    error (as :func:`multi_similarity_loss`).
 
     Defaults (Metrix code, embedding-level mixing): ``m⁺ = 0``, ``m⁻ = 0.5``, ``α = 2``,
     ``w = 0.4`` (the reference uses 0.3 for the embedding-level anchor–negative branch).
@@ -234,7 +258,8 @@ def metrix_contrastive(
         Scalar loss (fp32 for half inputs).
 
     Raises:
-        ValueError: on bad shapes/labels, non-finite values, bad hyper-parameters or ``mixes``.
+        ValueError: on bad shapes/labels, no positive pair, non-finite values, bad
+            hyper-parameters or ``mixes``.
 
     Peers: ``ℓ_clean`` equals pytorch-metric-learning
     ``ContrastiveLoss(pos_margin, neg_margin, reducer=MeanReducer())`` (its default
@@ -245,34 +270,52 @@ def metrix_contrastive(
         >>> emb, lab = torch.randn(8, 16), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
         >>> loss = metrix_contrastive(emb, lab, generator=torch.Generator().manual_seed(0))
     """
-    mixes = _prepare_inputs(
-        embeddings, labels, mixes, mode, mix_alpha, lam, generator, mix_weight, check_values
+    mixes, checks = _prepare_inputs(
+        embeddings,
+        labels,
+        mixes,
+        mode,
+        mix_alpha,
+        lam,
+        generator,
+        mix_weight,
+        normalize,
+        check_values,
     )
-    for name, value in (("pos_margin", pos_margin), ("neg_margin", neg_margin)):
-        if not isinstance(value, (int, float)) or not torch.isfinite(torch.tensor(value)):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
-    x = embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings
-    z = F.normalize(x, dim=-1) if normalize else x
+    _check_margins(pos_margin, neg_margin)
+    z = prepare(embeddings, normalize)  # (B, d)
     gram = _gram(z)  # (B, B)
     sq_all = gram.diagonal()[:, None] + gram.diagonal()[None, :] - 2 * gram  # (B, B)
     dist = _distance(sq_all)
     pos, neg = label_pair_masks(labels.to(z.device))  # (B, B) each
+    checks.require(pos.any(), "labels: the batch has no positive pair (every label is unique)")
     clean = _masked_mean(F.relu(dist - pos_margin), pos) + _masked_mean(
         F.relu(neg_margin - dist), neg
     )
     if mixes.anchor.numel() == 0 or mix_weight == 0:
-        return clean
+        return checks.verify(clean)
     dot, sq_mix, sq_anchor = _mixed_similarity(gram, mixes, normalize)  # (T,) each
     d_mix = _distance(sq_anchor - 2 * dot + sq_mix)  # (T,)
     lam_t = mixes.lambdas.to(d_mix.dtype)
     mixed = lam_t * F.relu(d_mix - pos_margin) + (1 - lam_t) * F.relu(neg_margin - d_mix)
-    return clean + mix_weight * mixed.mean()
+    return checks.verify(clean + mix_weight * mixed.mean())
+
+
+def _check_margins(pos_margin: float, neg_margin: float) -> None:
+    for name, value in (("pos_margin", pos_margin), ("neg_margin", neg_margin)):
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
+@full_precision
 def metrix_multi_similarity(
     embeddings: Tensor,
     labels: Tensor,
@@ -336,41 +379,57 @@ def metrix_multi_similarity(
         >>> emb, lab = torch.randn(8, 16), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
         >>> loss = metrix_multi_similarity(emb, lab, generator=torch.Generator().manual_seed(0))
     """
-    mixes = _prepare_inputs(
-        embeddings, labels, mixes, mode, mix_alpha, lam, generator, mix_weight, check_values
+    mixes, checks = _prepare_inputs(
+        embeddings,
+        labels,
+        mixes,
+        mode,
+        mix_alpha,
+        lam,
+        generator,
+        mix_weight,
+        normalize,
+        check_values,
     )
     clean = multi_similarity_loss(
         embeddings,
         labels,
-        alpha,
-        beta,
-        base,
-        indices_tuple=indices_tuple,
+        indices_tuple,
+        alpha=alpha,
+        beta=beta,
+        base=base,
         normalize=normalize,
         check_values=check_values,
     )
     if mixes.anchor.numel() == 0 or mix_weight == 0:
-        return clean
-    x = embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings
-    z = F.normalize(x, dim=-1) if normalize else x
+        return checks.verify(clean)
+    z = prepare(embeddings, normalize)  # (B, d)
     sim, _, _ = _mixed_similarity(_gram(z), mixes, normalize)  # (T,)
     lam_t = mixes.lambdas.to(sim.dtype)
     batch = z.shape[0]
     pos_term = _log_one_plus_weighted_sum(-alpha * (sim - base), lam_t, mixes.anchor, batch)
     neg_term = _log_one_plus_weighted_sum(beta * (sim - base), 1 - lam_t, mixes.anchor, batch)
     mixed = pos_term / alpha + neg_term / beta  # (B,)
-    return clean + mix_weight * mixed.mean()
+    return checks.verify(clean + mix_weight * mixed.mean())
 
 
 def _log_one_plus_weighted_sum(x: Tensor, w: Tensor, group: Tensor, size: int) -> Tensor:
-    """Per group ``g``: ``log(1 + Σ_{t: group_t = g} w_t exp(x_t))``, stably, ``(size,)``."""
+    """Per group ``g``: ``log(1 + Σ_{t: group_t = g} w_t exp(x_t))``, stably, ``(size,)``.
+
+    Terms of weight 0 (``λ`` of exactly 0 or 1) do not count in the shift: a huge logit with
+    weight 0 would otherwise push every other term, the ``1 +`` included, below the float
+    range and give ``log 0 = -inf``.
+    """
+    counted = x.detach().masked_fill(w == 0, float("-inf"))
     peak = torch.zeros(size, dtype=x.dtype, device=x.device)  # the "1 +" term is exp(0)
-    peak = peak.scatter_reduce(0, group, x.detach(), reduce="amax", include_self=True)
-    total = torch.exp(-peak).index_add(0, group, w * torch.exp(x - peak[group]))
+    peak = peak.scatter_reduce(0, group, counted, reduce="amax", include_self=True)
+    shifted = torch.where(w > 0, x - peak[group], torch.full_like(x, float("-inf")))
+    terms = w * torch.exp(shifted)  # exp(-inf) = 0 with a zero gradient, never 0 · inf
+    total = torch.exp(-peak).index_add(0, group, terms)
     return torch.log(total) + peak
 
 
-class MetrixContrastiveLoss(nn.Module):
+class MetrixContrastiveLoss(LossModule):
     """Module wrapper of :func:`metrix_contrastive`; see it for the formula.
 
     Inputs: ``forward(embeddings, labels, mixes=None, generator=None)`` with ``(B, d)``
@@ -386,25 +445,24 @@ class MetrixContrastiveLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         pos_margin: float = 0.0,
         neg_margin: float = 0.5,
         mix_weight: float = 0.4,
         mode: MixMode = "positive_negative",
         mix_alpha: float = 2.0,
         normalize: bool = True,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-        check_positive(mix_alpha, "mix_alpha")
-        if mix_weight < 0:
-            raise ValueError(f"mix_weight must be a number >= 0, got {mix_weight!r}")
+        super().__init__(normalize=normalize, check_values=check_values)
+        _check_mix_options(mode, mix_alpha, None)
+        _check_margins(pos_margin, neg_margin)
+        check_non_negative(mix_weight, "mix_weight")
         self.pos_margin = pos_margin
         self.neg_margin = neg_margin
         self.mix_weight = mix_weight
         self.mode: MixMode = mode
         self.mix_alpha = mix_alpha
-        self.normalize = normalize
 
     def forward(
         self,
@@ -418,17 +476,17 @@ class MetrixContrastiveLoss(nn.Module):
             embeddings,
             labels,
             mixes=mixes,
+            generator=generator,
             mode=self.mode,
             mix_alpha=self.mix_alpha,
-            generator=generator,
             pos_margin=self.pos_margin,
             neg_margin=self.neg_margin,
             mix_weight=self.mix_weight,
-            normalize=self.normalize,
+            **self.options(),
         )
 
 
-class MetrixMultiSimilarityLoss(nn.Module):
+class MetrixMultiSimilarityLoss(LossModule):
     """Module wrapper of :func:`metrix_multi_similarity`; see it for the formula.
 
     Inputs: ``forward(embeddings, labels, indices_tuple=None, mixes=None, generator=None)``. Use
@@ -443,6 +501,7 @@ class MetrixMultiSimilarityLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         alpha: float = 2.0,
         beta: float = 50.0,
         base: float = 0.5,
@@ -450,22 +509,19 @@ class MetrixMultiSimilarityLoss(nn.Module):
         mode: MixMode = "positive_negative",
         mix_alpha: float = 2.0,
         normalize: bool = True,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(normalize=normalize, check_values=check_values)
         check_positive(alpha, "alpha")
         check_positive(beta, "beta")
-        check_positive(mix_alpha, "mix_alpha")
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-        if mix_weight < 0:
-            raise ValueError(f"mix_weight must be a number >= 0, got {mix_weight!r}")
+        _check_mix_options(mode, mix_alpha, None)
+        check_non_negative(mix_weight, "mix_weight")
         self.alpha = alpha
         self.beta = beta
         self.base = base
         self.mix_weight = mix_weight
         self.mode: MixMode = mode
         self.mix_alpha = mix_alpha
-        self.normalize = normalize
 
     def forward(
         self,
@@ -479,14 +535,14 @@ class MetrixMultiSimilarityLoss(nn.Module):
         return metrix_multi_similarity(
             embeddings,
             labels,
+            indices_tuple=indices_tuple,
+            mixes=mixes,
+            generator=generator,
             alpha=self.alpha,
             beta=self.beta,
             base=self.base,
-            indices_tuple=indices_tuple,
-            mixes=mixes,
             mode=self.mode,
             mix_alpha=self.mix_alpha,
-            generator=generator,
             mix_weight=self.mix_weight,
-            normalize=self.normalize,
+            **self.options(),
         )

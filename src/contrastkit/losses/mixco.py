@@ -1,11 +1,9 @@
-"""MixCo and SoftCLIP: the soft-target contrastive terms of M3CoL (and MindEye).
+"""MixCo: InfoNCE of mixed rows against soft mixup targets (M3CoL, MindEye's BiMixCo).
 
-Both are a cross-entropy of the softmax over ``s_ij = <a_i, b_j> / τ`` against *soft* targets:
-
-* **MixCo** mixes each row of ``a`` with a permuted partner; the target of the mixed row puts
-  ``λ_i`` on its own pair and ``1 - λ_i`` on its partner's.
-* **SoftCLIP** takes the targets from the similarities of the target modality itself,
-  ``softmax(<b_i, b_j> / τ_t)``.
+A cross-entropy of the softmax over ``s_ij = <a_i, b_j> / τ`` against *soft* targets: each row of
+``a`` is mixed with a permuted partner, and the target of the mixed row puts ``λ_i`` on its own
+pair and ``1 - λ_i`` on its partner's. :mod:`contrastkit.losses.soft_clip` is M3CoL's other
+soft-target term.
 
 References:
     - [0] Kim et al., "MixCo: Mix-up Contrastive Learning for Visual Representation", 2020.
@@ -23,56 +21,16 @@ from torch import Tensor, nn
 
 from contrastkit._checks import (
     Reduction,
-    check_embeddings,
-    check_pair,
+    ValueChecks,
     check_positive,
     check_reduction,
     reduce,
+    validate_pair,
 )
-from contrastkit.engine import TilePairs, pairwise_lse, safe_logsumexp
-from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
-
-
-def sample_beta(
-    concentration1: float,
-    concentration0: float,
-    shape: tuple[int, ...],
-    *,
-    generator: torch.Generator | None = None,
-    device: torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> Tensor:
-    """Draw ``Beta(concentration1, concentration0)`` samples from an explicit generator.
-
-    ``torch.distributions.Beta`` cannot take a generator; this draws the same distribution
-    (as a 2-component Dirichlet, in float64) from ``generator`` so that runs are reproducible
-    without touching the global RNG. Samples are drawn on the generator's device (CPU when
-    ``generator`` is None) and moved to ``device``.
-
-    Args:
-        concentration1: ``a > 0`` (weight on the first component; the mean is ``a / (a + b)``).
-        concentration0: ``b > 0``.
-        shape: output shape.
-        generator: RNG; None uses torch's global RNG.
-        device: device of the result (default: the generator's device).
-        dtype: dtype of the result.
-
-    Returns:
-        Samples in ``[0, 1]`` of shape ``shape``.
-
-    Raises:
-        ValueError: if a concentration is not a finite number > 0.
-
-    Examples:
-        >>> lam = sample_beta(2.0, 2.0, (4,), generator=torch.Generator().manual_seed(0))
-    """
-    check_positive(concentration1, "concentration1")
-    check_positive(concentration0, "concentration0")
-    draw_device = generator.device if generator is not None else torch.device("cpu")
-    conc = torch.tensor([concentration1, concentration0], dtype=torch.float64, device=draw_device)
-    conc = conc.expand(*shape, 2).contiguous()
-    sample = torch._sample_dirichlet(conc, generator=generator)[..., 0]
-    return sample.to(device=device if device is not None else draw_device, dtype=dtype)
+from contrastkit.engine import TilePairs, pairwise_lse
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
+from contrastkit.losses._sampling import sample_beta
 
 
 @dataclass(frozen=True)
@@ -123,9 +81,7 @@ def mixco_mix(
     """
     if not isinstance(x, Tensor) or not x.is_floating_point() or x.ndim < 1 or x.shape[0] < 1:
         raise ValueError("x must be a non-empty floating-point tensor of shape (B, ...)")
-    check_positive(beta, "beta")
-    if not isinstance(s_thresh, (int, float)) or not 0.0 <= s_thresh <= 1.0:
-        raise ValueError(f"s_thresh must be a probability in [0, 1], got {s_thresh!r}")
+    _check_mix_options(beta, s_thresh)
     batch = x.shape[0]
     draw_device = generator.device if generator is not None else torch.device("cpu")
     perm = torch.randperm(batch, generator=generator, device=draw_device).to(x.device)
@@ -167,12 +123,15 @@ class MixCoTargets:
         return TilePairs(weight=lam * own + (1.0 - lam) * partner)
 
 
-def _soft_ce(lse: Tensor, weighted_sum: Tensor | None, weight_total: Tensor | None) -> Tensor:
+def soft_cross_entropy(
+    lse: Tensor, weighted_sum: Tensor | None, weight_total: Tensor | None
+) -> Tensor:
     """``-Σ_j P_ij log softmax(s_i)_j = (Σ_j P_ij) lse_i - Σ_j P_ij s_ij``."""
     assert weighted_sum is not None and weight_total is not None
     return weight_total * lse - weighted_sum
 
 
+@full_precision
 def mixco_loss(
     a: Tensor,
     b: Tensor,
@@ -247,17 +206,16 @@ def mixco_loss(
     """
     if (perm is None) != (lambdas is None):
         raise ValueError("perm and lambdas must be given together (or both None to mix here)")
-    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
-    check_embeddings(b, "b", check_finite=check_values)
-    check_pair(a, b)
+    checks = validate_pair(
+        a, b, normalize=normalize, check_values=check_values, temperature=temperature
+    )
     check_reduction(reduction)
-    if check_values:
-        validate_temperature(temperature)
+    _check_mix_options(beta, s_thresh)
     if perm is None or lambdas is None:
         mixed = mixco_mix(a, beta=beta, s_thresh=s_thresh, generator=generator)
         a, perm, lambdas = mixed.mixed, mixed.perm, mixed.lambdas
     else:
-        _check_mix_spec(perm, lambdas, a.shape[0], check_values)
+        _check_mix_spec(perm, lambdas, a.shape[0], checks)
 
     za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d)
     targets = MixCoTargets(lambdas=lambdas.detach().to(za.dtype), perm=perm.to(za.device))
@@ -270,160 +228,39 @@ def mixco_loss(
         chunk_size=chunk_size,
     )
     assert stats.rows is not None
-    losses = _soft_ce(stats.rows.lse, stats.rows.weighted_sum, stats.rows.weight_total)  # (B,)
+    losses = soft_cross_entropy(
+        stats.rows.lse, stats.rows.weighted_sum, stats.rows.weight_total
+    )  # (B,)
     if symmetric:
         cols = stats.columns
         assert cols is not None
-        losses = 0.5 * (losses + _soft_ce(cols.lse, cols.weighted_sum, cols.weight_total))
-    return reduce(losses, reduction)
+        losses = 0.5 * (losses + soft_cross_entropy(cols.lse, cols.weighted_sum, cols.weight_total))
+    return checks.verify(reduce(losses, reduction))
 
 
-def _check_mix_spec(perm: Tensor, lambdas: Tensor, batch: int, check_values: bool) -> None:
+def _check_mix_options(beta: float, s_thresh: float) -> None:
+    check_positive(beta, "beta")
+    if (
+        not isinstance(s_thresh, (int, float))
+        or isinstance(s_thresh, bool)
+        or not 0.0 <= s_thresh <= 1.0
+    ):
+        raise ValueError(f"s_thresh must be a probability in [0, 1], got {s_thresh!r}")
+
+
+def _check_mix_spec(perm: Tensor, lambdas: Tensor, batch: int, checks: ValueChecks) -> None:
     if not isinstance(perm, Tensor) or perm.shape != (batch,) or perm.is_floating_point():
         raise ValueError(f"perm must be an integer tensor of shape ({batch},)")
     if not isinstance(lambdas, Tensor) or lambdas.shape != (batch,):
         raise ValueError(f"lambdas must be a tensor of shape ({batch},)")
     if not lambdas.is_floating_point():
         raise ValueError(f"lambdas must be floating point, got dtype {lambdas.dtype}")
-    if check_values:
-        if not torch.equal(perm.sort().values.cpu(), torch.arange(batch)):
-            raise ValueError("perm must be a permutation of 0..B-1")
-        if not bool(((lambdas >= 0) & (lambdas <= 1)).all()):
-            raise ValueError("lambdas must lie in [0, 1]")
+    arange = torch.arange(batch, device=perm.device)
+    checks.require((perm.sort().values == arange).all(), "perm must be a permutation of 0..B-1")
+    checks.require(((lambdas >= 0) & (lambdas <= 1)).all(), "lambdas must lie in [0, 1]")
 
 
-@dataclass(frozen=True)
-class SoftTargets:
-    """Pair rule of SoftCLIP targets ``T_ij = exp(<k_i, k_j>/τ_t - lse_i)`` (row softmax).
-
-    Attributes:
-        keys: ``(n, k)`` target-modality embeddings (no gradient), already divided by nothing.
-        col_keys: ``(m, k)`` keys of the candidates.
-        row_lse: ``(n,)`` ``log Σ_j exp(<k_i, col_keys_j>/τ_t)``, the row normaliser.
-        inverse_temperature: ``1 / τ_t``.
-    """
-
-    keys: Tensor
-    col_keys: Tensor
-    row_lse: Tensor
-    inverse_temperature: float
-
-    @property
-    def has_weights(self) -> bool:
-        """Always True: the targets are the weights."""
-        return True
-
-    def tile(self, rows: slice, cols: slice) -> TilePairs:
-        """Soft targets of the tile ``S[rows, cols]``."""
-        logits = (self.keys[rows] @ self.col_keys[cols].T) * self.inverse_temperature
-        return TilePairs(weight=torch.exp(logits - self.row_lse[rows, None]))
-
-
-def soft_clip_loss(
-    a: Tensor,
-    b: Tensor,
-    *,
-    temperature: float = 0.125,
-    target_temperature: float | None = None,
-    symmetric: bool = True,
-    detach_targets: bool = False,
-    normalize: bool = True,
-    reduction: Reduction = "mean",
-    chunk_size: int | None = None,
-    check_values: bool = True,
-) -> Tensor:
-    """SoftCLIP: CLIP cross-entropy against the target modality's own similarity softmax.
-
-    With ``s_ij = <a_i, b_j> / τ`` and soft targets ``T_ij = softmax_j(<b_i, b_j> / τ_t)``::
-
-        ℓ_i^{a→b} = -Σ_j T_ij log softmax_j(s_i·)
-        ℓ_j^{b→a} = -Σ_i T_ji log softmax_i(s_·j)
-
-    ``T`` is symmetric in its logits, so the b→a targets of column ``j`` are row ``j`` of ``T``
-    (as in the reference). Every candidate is in the denominator; ``symmetric=True`` averages
-    the two directions per index. Targets sharpen to the identity as ``τ_t → 0``, where the loss
-    becomes the CLIP loss.
-
-    Memory and gradients: with ``detach_targets=True`` (a frozen target tower, e.g. CLIP image
-    embeddings in MindEye) the targets are expanded per tile from ``b`` and the row normalisers
-    inside the similarity engine — ``O(B·d)`` on the tiled path. With ``detach_targets=False``
-    (the reference: M3CoL trains both towers and its targets carry gradient) the gradient also
-    flows through ``softmax(b bᵀ/τ_t)``; the engine's pair weights carry no gradient by design,
-    so this path is dense, ``O(B²)`` memory.
-
-    Defaults (M3CoL ``soft_clip_loss``): ``τ = τ_t = 0.125`` (``target_temperature=None`` uses
-    ``τ``), both inputs normalised, targets not detached.
-
-    Args:
-        a: ``(B, d)`` predictions (the modality being aligned).
-        b: ``(B, d)`` targets, row-aligned with ``a``; they also define the soft targets.
-        temperature: ``τ`` > 0 of the logits.
-        target_temperature: ``τ_t`` > 0 of the targets (None: ``τ``).
-        symmetric: average the a→b and b→a directions.
-        detach_targets: stop the gradient through the soft targets (engine path).
-        normalize: L2-normalise ``a`` and ``b``.
-        reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (``(B,)``).
-        chunk_size: tile size of the engine path (``detach_targets=True``); None picks.
-        check_values: check NaN/inf.
-
-    Returns:
-        Scalar loss, or ``(B,)`` with ``reduction='none'``.
-
-    Raises:
-        ValueError: on bad shapes, non-finite values or a temperature ≤ 0.
-
-    Peers: no package implements it; equals MindEye/M3CoL ``soft_clip_loss(a, b, temp=τ)``
-    (tested against a transcription, values and gradients).
-
-    Examples:
-        >>> text, image = torch.randn(8, 32), torch.randn(8, 32)
-        >>> loss = soft_clip_loss(text, image)
-    """
-    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
-    check_embeddings(b, "b", check_finite=check_values)
-    check_pair(a, b)
-    check_reduction(reduction)
-    check_positive(temperature, "temperature")
-    tau_t = temperature if target_temperature is None else target_temperature
-    check_positive(tau_t, "target_temperature")
-
-    za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d)
-    if detach_targets:
-        losses = _soft_clip_engine(za, zb, temperature, tau_t, symmetric, chunk_size)
-    else:
-        losses = _soft_clip_dense(za, zb, temperature, tau_t, symmetric)
-    return reduce(losses, reduction)
-
-
-def _soft_clip_engine(
-    za: Tensor, zb: Tensor, tau: float, tau_t: float, symmetric: bool, chunk_size: int | None
-) -> Tensor:
-    keys = zb.detach()  # (B, d) frozen targets
-    with torch.no_grad():
-        norm = pairwise_lse(keys / tau_t, keys, chunk_size=chunk_size).rows
-        assert norm is not None
-    targets = SoftTargets(keys=keys, col_keys=keys, row_lse=norm.lse, inverse_temperature=1 / tau_t)
-    rows = pairwise_lse(za / tau, zb, targets, chunk_size=chunk_size).rows
-    assert rows is not None
-    losses = _soft_ce(rows.lse, rows.weighted_sum, rows.weight_total)  # (B,)
-    if symmetric:
-        # b→a: rows are b_j, candidates a_i, targets T_ji (row j of T) — the same rule.
-        cols = pairwise_lse(zb / tau, za, targets, chunk_size=chunk_size).rows
-        assert cols is not None
-        losses = 0.5 * (losses + _soft_ce(cols.lse, cols.weighted_sum, cols.weight_total))
-    return losses
-
-
-def _soft_clip_dense(za: Tensor, zb: Tensor, tau: float, tau_t: float, symmetric: bool) -> Tensor:
-    logits = za @ zb.T / tau  # (B, B)
-    targets = torch.softmax(zb @ zb.T / tau_t, dim=1)  # (B, B), rows sum to 1, with gradient
-    losses = safe_logsumexp(logits, 1) - (targets * logits).sum(1)
-    if symmetric:
-        losses = 0.5 * (losses + safe_logsumexp(logits, 0) - (targets * logits.T).sum(1))
-    return losses
-
-
-class MixCoLoss(nn.Module):
+class MixCoLoss(LossModule):
     """Module wrapper of :func:`mixco_loss`; see it for the formula and conventions.
 
     Inputs: ``forward(a, b, perm=None, lambdas=None, generator=None)``. Use it as the
@@ -438,27 +275,27 @@ class MixCoLoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.1,
+        *,
+        temperature: float | Tensor | nn.Module = 0.1,
         beta: float = 0.15,
         s_thresh: float = 0.5,
         symmetric: bool = True,
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        validate_temperature(temperature)
-        check_positive(beta, "beta")
-        if not 0.0 <= s_thresh <= 1.0:
-            raise ValueError(f"s_thresh must be a probability in [0, 1], got {s_thresh!r}")
-        check_reduction(reduction)
-        self.temperature = temperature
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
+        _check_mix_options(beta, s_thresh)
         self.beta = beta
         self.s_thresh = s_thresh
         self.symmetric = symmetric
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
 
     def forward(
         self,
@@ -474,62 +311,10 @@ class MixCoLoss(nn.Module):
             b,
             perm=perm,
             lambdas=lambdas,
+            generator=generator,
             beta=self.beta,
             s_thresh=self.s_thresh,
-            generator=generator,
-            temperature=self.temperature,
+            temperature=self.tau(),
             symmetric=self.symmetric,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
-        )
-
-
-class SoftCLIPLoss(nn.Module):
-    """Module wrapper of :func:`soft_clip_loss`; see it for the formula and conventions.
-
-    Inputs: ``forward(a, b)`` with row-aligned ``(B, d)`` embeddings. Use it when the target
-    modality's own similarity structure should shape the contrastive targets (near-duplicate
-    targets are partial positives), e.g. after the MixCo phase in M3CoL/MindEye.
-    :class:`CWCLLoss` is the sibling with a linear ``(cos + 1)/2`` weighting and a learnable ``τ``.
-
-    Examples:
-        >>> loss = SoftCLIPLoss()(torch.randn(8, 32), torch.randn(8, 32))
-    """
-
-    def __init__(
-        self,
-        temperature: float = 0.125,
-        target_temperature: float | None = None,
-        symmetric: bool = True,
-        detach_targets: bool = False,
-        normalize: bool = True,
-        reduction: Reduction = "mean",
-        chunk_size: int | None = None,
-    ) -> None:
-        super().__init__()
-        check_positive(temperature, "temperature")
-        if target_temperature is not None:
-            check_positive(target_temperature, "target_temperature")
-        check_reduction(reduction)
-        self.temperature = temperature
-        self.target_temperature = target_temperature
-        self.symmetric = symmetric
-        self.detach_targets = detach_targets
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
-
-    def forward(self, a: Tensor, b: Tensor) -> Tensor:
-        """Loss of predictions ``a`` against targets ``b`` (both ``(B, d)``)."""
-        return soft_clip_loss(
-            a,
-            b,
-            temperature=self.temperature,
-            target_temperature=self.target_temperature,
-            symmetric=self.symmetric,
-            detach_targets=self.detach_targets,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
+            **self.options(),
         )

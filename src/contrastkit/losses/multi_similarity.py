@@ -11,16 +11,18 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit._checks import (
-    check_embeddings,
-    check_labels,
+    Reduction,
+    ValueChecks,
     check_positive,
     check_reduction,
     reduce,
+    validate_labeled,
 )
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare
 
 #: ``(a1, p, a2, n)``: anchor/positive index pairs, then anchor/negative index pairs.
 IndicesTuple = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -28,9 +30,7 @@ IndicesTuple = tuple[Tensor, Tensor, Tensor, Tensor]
 
 def _similarity(embeddings: Tensor, normalize: bool) -> Tensor:
     """``(B, B)`` cosine (or dot-product) similarity, accumulated in fp32 for fp16/bf16."""
-    x = embeddings.float() if embeddings.dtype in (torch.float16, torch.bfloat16) else embeddings
-    if normalize:
-        x = F.normalize(x, dim=-1)
+    x = prepare(embeddings, normalize)
     return x @ x.t()
 
 
@@ -54,20 +54,27 @@ def _check_finite_number(value: float, name: str) -> None:
         raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
-def _check_inputs(embeddings: Tensor, labels: Tensor, check_values: bool) -> None:
-    check_embeddings(embeddings, "embeddings", min_rows=2, check_finite=check_values)
-    check_labels(labels, embeddings.shape[0])
-    if labels.device != embeddings.device:
-        raise ValueError(
-            f"labels must be on the device of embeddings ({embeddings.device}), got {labels.device}"
-        )
+def _check_inputs(
+    embeddings: Tensor, labels: Tensor, normalize: bool, check_values: bool
+) -> ValueChecks:
+    if labels is None:
+        raise ValueError("labels must be a torch.Tensor, got None")
+    return validate_labeled(
+        embeddings, labels, min_rows=2, normalize=normalize, check_values=check_values
+    )
+
+
+def _check_options(alpha: float, beta: float, base: float) -> None:
+    check_positive(alpha, "alpha")
+    check_positive(beta, "beta")
+    _check_finite_number(base, "base")
 
 
 def multi_similarity_mine(
     embeddings: Tensor,
     labels: Tensor,
-    epsilon: float = 0.1,
     *,
+    epsilon: float = 0.1,
     normalize: bool = True,
     check_values: bool = True,
 ) -> IndicesTuple:
@@ -101,8 +108,9 @@ def multi_similarity_mine(
         >>> emb, lab = torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
         >>> a1, p, a2, n = multi_similarity_mine(emb, lab)
     """
-    _check_inputs(embeddings, labels, check_values)
+    checks = _check_inputs(embeddings, labels, normalize, check_values)
     _check_finite_number(epsilon, "epsilon")
+    checks.run()
     with torch.no_grad():
         sim = _similarity(embeddings, normalize)  # (B, B)
         pos, neg = label_pair_masks(labels)  # (B, B) bool each
@@ -116,7 +124,7 @@ def multi_similarity_mine(
 
 
 def _masks_from_indices(
-    indices_tuple: IndicesTuple, labels: Tensor, check_values: bool
+    indices_tuple: IndicesTuple, labels: Tensor, checks: ValueChecks
 ) -> tuple[Tensor, Tensor]:
     if not isinstance(indices_tuple, tuple) or len(indices_tuple) != 4:
         raise ValueError("indices_tuple must be a tuple (a1, p, a2, n) of four index tensors")
@@ -133,35 +141,37 @@ def _masks_from_indices(
     b = labels.shape[0]
     pos_mask = torch.zeros(b, b, dtype=torch.bool, device=labels.device)
     neg_mask = torch.zeros_like(pos_mask)
-    if check_values:
-        for name, idx in zip(names, indices_tuple, strict=True):
-            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= b):
-                raise ValueError(f"indices_tuple: {name} has indices outside [0, {b})")
+    for name, idx in zip(names, indices_tuple, strict=True):
+        checks.require(
+            ((idx >= 0) & (idx < b)).all(), f"indices_tuple: {name} has indices outside [0, {b})"
+        )
+    # Out-of-range indices are clamped so that the masks can be built; verify() raises on them.
+    a1, p, a2, n = (idx.clamp(0, max(b - 1, 0)) for idx in indices_tuple)
     pos_mask[a1, p] = True
     neg_mask[a2, n] = True
-    if check_values:
-        label_pos, label_neg = label_pair_masks(labels)
-        if bool((pos_mask & ~label_pos).any()):
-            raise ValueError(
-                "indices_tuple: a positive pair (a1, p) is not a positive under labels"
-            )
-        if bool((neg_mask & ~label_neg).any()):
-            raise ValueError(
-                "indices_tuple: a negative pair (a2, n) is not a negative under labels"
-            )
+    label_pos, label_neg = label_pair_masks(labels)
+    checks.require(
+        ~(pos_mask & ~label_pos).any(),
+        "indices_tuple: a positive pair (a1, p) is not a positive under labels",
+    )
+    checks.require(
+        ~(neg_mask & ~label_neg).any(),
+        "indices_tuple: a negative pair (a2, n) is not a negative under labels",
+    )
     return pos_mask, neg_mask
 
 
+@full_precision
 def multi_similarity_loss(
     embeddings: Tensor,
     labels: Tensor,
+    indices_tuple: IndicesTuple | None = None,
+    *,
     alpha: float = 2.0,
     beta: float = 50.0,
     base: float = 0.5,
-    *,
-    indices_tuple: IndicesTuple | None = None,
     normalize: bool = True,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     check_values: bool = True,
 ) -> Tensor:
     r"""Multi-Similarity loss.
@@ -209,22 +219,21 @@ def multi_similarity_loss(
         >>> emb, lab = torch.randn(8, 4), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
         >>> loss = multi_similarity_loss(emb, lab, indices_tuple=multi_similarity_mine(emb, lab))
     """
-    _check_inputs(embeddings, labels, check_values)
-    check_positive(alpha, "alpha")
-    check_positive(beta, "beta")
-    _check_finite_number(base, "base")
+    checks = _check_inputs(embeddings, labels, normalize, check_values)
+    _check_options(alpha, beta, base)
     check_reduction(reduction)
     label_pos, label_neg = label_pair_masks(labels)  # (B, B) bool each
-    if check_values and not bool(label_pos.any()):
-        raise ValueError("labels: the batch has no positive pair (every label is unique)")
+    checks.require(
+        label_pos.any(), "labels: the batch has no positive pair (every label is unique)"
+    )
     if indices_tuple is None:
         pos_mask, neg_mask = label_pos, label_neg
     else:
-        pos_mask, neg_mask = _masks_from_indices(indices_tuple, labels, check_values)
+        pos_mask, neg_mask = _masks_from_indices(indices_tuple, labels, checks)
     sim = _similarity(embeddings, normalize)  # (B, B)
     pos_term = _log_one_plus_sum_exp(-alpha * (sim - base), pos_mask) / alpha  # (B,)
     neg_term = _log_one_plus_sum_exp(beta * (sim - base), neg_mask) / beta  # (B,)
-    return reduce(pos_term + neg_term, reduction)
+    return checks.verify(reduce(pos_term + neg_term, reduction))
 
 
 def _log_one_plus_sum_exp(logits: Tensor, mask: Tensor) -> Tensor:
@@ -237,7 +246,8 @@ def _log_one_plus_sum_exp(logits: Tensor, mask: Tensor) -> Tensor:
 class MultiSimilarityMiner(nn.Module):
     """Module form of :func:`multi_similarity_mine` (no parameters, no state).
 
-    Matches ``pytorch_metric_learning.miners.MultiSimilarityMiner(epsilon)``.
+    Matches ``pytorch_metric_learning.miners.MultiSimilarityMiner(epsilon)``. Inputs:
+    ``forward(embeddings, labels)``; returns ``(a1, p, a2, n)`` for :class:`MultiSimilarityLoss`.
 
     Example:
         >>> miner, loss_fn = MultiSimilarityMiner(), MultiSimilarityLoss()
@@ -245,7 +255,9 @@ class MultiSimilarityMiner(nn.Module):
         >>> loss = loss_fn(emb, lab, miner(emb, lab))
     """
 
-    def __init__(self, epsilon: float = 0.1, normalize: bool = True, check_values: bool = True):
+    def __init__(
+        self, *, epsilon: float = 0.1, normalize: bool = True, check_values: bool = True
+    ) -> None:
         super().__init__()
         _check_finite_number(epsilon, "epsilon")
         self.epsilon = epsilon
@@ -253,20 +265,21 @@ class MultiSimilarityMiner(nn.Module):
         self.check_values = check_values
 
     def forward(self, embeddings: Tensor, labels: Tensor) -> IndicesTuple:
-        """Return ``(a1, p, a2, n)`` for ``(B, d)`` embeddings and their labels."""
+        """Mine the informative pairs of a batch."""
         return multi_similarity_mine(
             embeddings,
             labels,
-            self.epsilon,
+            epsilon=self.epsilon,
             normalize=self.normalize,
             check_values=self.check_values,
         )
 
 
-class MultiSimilarityLoss(nn.Module):
+class MultiSimilarityLoss(LossModule):
     """Multi-Similarity loss (Wang et al., CVPR 2019); wraps :func:`multi_similarity_loss`.
 
-    If ``miner`` is given and ``forward`` gets no ``indices_tuple``, the miner's pairs are used.
+    Inputs: ``forward(embeddings, labels, indices_tuple=None)``. If ``miner`` is given and
+    ``forward`` gets no ``indices_tuple``, the miner's pairs are used.
 
     Reference: X. Wang, X. Han, W. Huang, D. Dong, M. R. Scott, "Multi-Similarity Loss with
     General Pair Weighting for Deep Metric Learning", CVPR 2019. https://arxiv.org/abs/1904.06627
@@ -279,41 +292,34 @@ class MultiSimilarityLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         alpha: float = 2.0,
         beta: float = 50.0,
         base: float = 0.5,
         normalize: bool = True,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         check_values: bool = True,
         miner: MultiSimilarityMiner | None = None,
     ) -> None:
-        super().__init__()
-        check_positive(alpha, "alpha")
-        check_positive(beta, "beta")
-        _check_finite_number(base, "base")
-        check_reduction(reduction)
+        super().__init__(normalize=normalize, reduction=reduction, check_values=check_values)
+        _check_options(alpha, beta, base)
         self.alpha = alpha
         self.beta = beta
         self.base = base
-        self.normalize = normalize
-        self.reduction = reduction
-        self.check_values = check_values
         self.miner = miner
 
     def forward(
         self, embeddings: Tensor, labels: Tensor, indices_tuple: IndicesTuple | None = None
     ) -> Tensor:
-        """Loss of ``(B, d)`` embeddings with ``(B,)`` or ``(B, L)`` labels."""
+        """Loss of ``(B, d)`` embeddings with ``(B,)`` / ``(B, L)`` labels (and mined pairs)."""
         if indices_tuple is None and self.miner is not None:
             indices_tuple = self.miner(embeddings, labels)  # (a1, p, a2, n)
         return multi_similarity_loss(
             embeddings,
             labels,
-            self.alpha,
-            self.beta,
-            self.base,
-            indices_tuple=indices_tuple,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            check_values=self.check_values,
+            indices_tuple,
+            alpha=self.alpha,
+            beta=self.beta,
+            base=self.base,
+            **self.options(),
         )

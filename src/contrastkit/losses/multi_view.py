@@ -15,17 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from contrastkit._checks import Reduction, check_embeddings, check_reduction, reduce
+from contrastkit._checks import Reduction, check_reduction, reduce, validate_views
 from contrastkit.engine import Pairs, pairwise_lse, safe_logsumexp
-from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
-
-
-def _check_views(views: Tensor, check_values: bool) -> None:
-    check_embeddings(views, "views", ndim=3, min_rows=2, check_finite=check_values)
-    if views.shape[1] < 2:
-        raise ValueError(
-            f"views must have shape (batch, views >= 2, dim), got {tuple(views.shape)}"
-        )
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 
 def _view_pair_logits(z: Tensor, temperature: float | Tensor) -> Tensor:
@@ -33,6 +26,7 @@ def _view_pair_logits(z: Tensor, temperature: float | Tensor) -> Tensor:
     return torch.einsum("bvd,bwd->bvw", scale_by_temperature(z, temperature), z)
 
 
+@full_precision
 def mv_info_nce(
     views: Tensor,
     *,
@@ -83,10 +77,10 @@ def mv_info_nce(
         >>> views = torch.randn(8, 4, 16)  # 8 samples, 4 views
         >>> loss = mv_info_nce(views, temperature=0.5)
     """
-    _check_views(views, check_values)
+    checks = validate_views(
+        views, normalize=normalize, check_values=check_values, temperature=temperature
+    )
     check_reduction(reduction)
-    if check_values:
-        validate_temperature(temperature)
     z = prepare(views, normalize)  # (B, V, d)
     batch, num_views, dim = z.shape
     flat = z.transpose(0, 1).reshape(num_views * batch, dim)  # (VB, d), views-major
@@ -102,9 +96,10 @@ def mv_info_nce(
     pair_logits = _view_pair_logits(z, temperature)  # (B, V, V)
     off_diagonal = ~torch.eye(num_views, dtype=torch.bool, device=z.device)
     numerator = safe_logsumexp(pair_logits[:, off_diagonal], 1)  # (B,) log Σ_{v≠w}
-    return reduce(denominator - numerator, reduction)
+    return checks.verify(reduce(denominator - numerator, reduction))
 
 
+@full_precision
 def mv_dhel(
     views: Tensor,
     *,
@@ -151,10 +146,10 @@ def mv_dhel(
     Examples:
         >>> loss = mv_dhel(torch.randn(8, 3, 16), temperature=0.5)
     """
-    _check_views(views, check_values)
+    checks = validate_views(
+        views, normalize=normalize, check_values=check_values, temperature=temperature
+    )
     check_reduction(reduction)
-    if check_values:
-        validate_temperature(temperature)
     z = prepare(views, normalize)  # (B, V, d)
     batch, num_views, _ = z.shape
     ids = torch.arange(batch, device=z.device)
@@ -172,24 +167,26 @@ def mv_dhel(
     pair_logits = _view_pair_logits(z, temperature)  # (B, V, V)
     upper = torch.triu(torch.ones(num_views, num_views, dtype=torch.bool, device=z.device), 1)
     alignment = safe_logsumexp(pair_logits[:, upper], 1)  # (B,) log Σ_{v<w}
-    return reduce(uniformity - alignment, reduction)
+    return checks.verify(reduce(uniformity - alignment, reduction))
 
 
-class _MultiViewLoss(nn.Module):
+class _MultiViewLoss(LossModule):
     def __init__(
         self,
-        temperature: float = 0.5,
+        *,
+        temperature: float | Tensor | nn.Module = 0.5,
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        validate_temperature(temperature)
-        check_reduction(reduction)
-        self.temperature = temperature
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
 
 
 class MVInfoNCELoss(_MultiViewLoss):
@@ -206,13 +203,7 @@ class MVInfoNCELoss(_MultiViewLoss):
 
     def forward(self, views: Tensor) -> Tensor:
         """Loss of ``(B, V, d)`` multi-view embeddings."""
-        return mv_info_nce(
-            views,
-            temperature=self.temperature,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
-        )
+        return mv_info_nce(views, temperature=self.tau(), **self.options())
 
 
 class MVDHELLoss(_MultiViewLoss):
@@ -229,10 +220,4 @@ class MVDHELLoss(_MultiViewLoss):
 
     def forward(self, views: Tensor) -> Tensor:
         """Loss of ``(B, V, d)`` multi-view embeddings."""
-        return mv_dhel(
-            views,
-            temperature=self.temperature,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
-        )
+        return mv_dhel(views, temperature=self.tau(), **self.options())

@@ -18,13 +18,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit._checks import (
+    Reduction,
     check_chunk_size,
-    check_embeddings,
     check_reduction,
-    check_same_dim,
-    check_temperature,
     reduce,
+    validate_embeddings,
+    validate_pair,
 )
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 #: Default tile edge (positives × negatives per tile): 1024 × 1024 fp32 = 4 MiB.
 DEFAULT_CHUNK = 1024
@@ -61,26 +63,13 @@ class _AllPairsSoftplus(torch.autograd.Function):
         return grad_pos, grad_neg, None
 
 
-def _check_chunk(chunk_size: int | None) -> int:
-    check_chunk_size(chunk_size)
-    return DEFAULT_CHUNK if chunk_size is None else chunk_size
-
-
-def _check_scalar_temperature(temperature: float | Tensor) -> None:
-    check_temperature(temperature)
-    if isinstance(temperature, torch.Tensor) and temperature.numel() != 1:
-        raise ValueError(
-            f"temperature must be a scalar for the MW loss (one global score scale), "
-            f"got shape {tuple(temperature.shape)}"
-        )
-
-
+@full_precision
 def mw_loss_from_scores(
     scores: Tensor,
-    temperature: float | Tensor = 0.01,
     *,
+    temperature: float | Tensor = 0.01,
     chunk_size: int | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     check_values: bool = True,
 ) -> Tensor:
     r"""MW loss from a ``(B, M)`` score matrix whose positives are on the diagonal ``(i, i)``.
@@ -120,20 +109,30 @@ def mw_loss_from_scores(
         >>> mw_loss_from_scores(torch.randn(4, 12), temperature=0.05).shape
         torch.Size([])
     """
-    check_embeddings(scores, "scores", check_finite=check_values)
+    checks = validate_embeddings(
+        scores, "scores", check_values=check_values, temperature=temperature
+    )
     b, m = scores.shape
     if m < b:
         raise ValueError(
             f"scores must have at least as many columns as rows (M >= B), got {(b, m)}"
         )
-    if b * m - b < 1:
+    if m < 2:
         raise ValueError("scores has no negative entry: need M >= 2 columns")
-    _check_scalar_temperature(temperature)
-    chunk = _check_chunk(chunk_size)
+    check_chunk_size(chunk_size)
     check_reduction(reduction)
+    return checks.verify(_mw(scores, temperature, chunk_size, reduction))
+
+
+def _mw(
+    scores: Tensor, temperature: float | Tensor, chunk_size: int | None, reduction: Reduction
+) -> Tensor:
+    """The MW loss of validated scores."""
+    b, m = scores.shape
+    chunk = DEFAULT_CHUNK if chunk_size is None else chunk_size
     if scores.dtype in (torch.float16, torch.bfloat16):
         scores = scores.float()
-    logits = scores / temperature  # (B, M)
+    logits = scale_by_temperature(scores, temperature)  # (B, M)
     eye = torch.zeros(b, m, dtype=torch.bool, device=scores.device)
     eye[:, :b] = torch.eye(b, dtype=torch.bool, device=scores.device)
     pos = logits.diagonal()  # (B,)
@@ -142,14 +141,15 @@ def mw_loss_from_scores(
     return reduce(per_query, reduction)
 
 
+@full_precision
 def mw_loss(
     a: Tensor,
     b: Tensor,
-    temperature: float | Tensor = 0.01,
     *,
+    temperature: float | Tensor = 0.01,
     normalize: bool = True,
     chunk_size: int | None = None,
-    reduction: str = "mean",
+    reduction: Reduction = "mean",
     check_values: bool = True,
 ) -> Tensor:
     """MW loss of queries ``a`` against passages ``b``; see :func:`mw_loss_from_scores`.
@@ -175,33 +175,37 @@ def mw_loss(
         The loss (fp32 for fp16/bf16 inputs).
 
     Raises:
-        ValueError: On bad shapes/dtypes, ``M < B``, non-finite values or bad hyper-parameters.
+        ValueError: On bad shapes/dtypes, ``M < B``, ``M < 2`` (no negative), non-finite values,
+            an all-zero row with ``normalize``, bad hyper-parameters or a non-finite result.
 
     Example:
         >>> q, pos, hard = torch.randn(4, 8), torch.randn(4, 8), torch.randn(4, 5, 8)
         >>> loss = mw_loss(q, torch.cat([pos, hard.flatten(0, 1)]))
     """
-    check_embeddings(a, "a", check_finite=check_values)
-    check_embeddings(b, "b", check_finite=check_values)
-    check_same_dim(a, b, ("a", "b"))
+    checks = validate_pair(
+        a,
+        b,
+        min_rows=1,
+        same_rows=False,
+        normalize=normalize,
+        check_values=check_values,
+        temperature=temperature,
+    )
     if b.shape[0] < a.shape[0]:
         raise ValueError(
             f"b must hold at least one passage per query (rows 0..B-1 are the positives): "
             f"got {b.shape[0]} passages for {a.shape[0]} queries"
         )
-    if a.dtype in (torch.float16, torch.bfloat16):
-        a = a.float()
-    if b.dtype in (torch.float16, torch.bfloat16):
-        b = b.float()
-    if normalize:
-        a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
-    scores = a @ b.t()  # (B, M)
-    return mw_loss_from_scores(
-        scores, temperature, chunk_size=chunk_size, reduction=reduction, check_values=False
-    )
+    if b.shape[0] < 2:
+        raise ValueError("b must hold at least 2 passages: with one there is no negative")
+    check_chunk_size(chunk_size)
+    check_reduction(reduction)
+    za, zb = prepare(a, normalize), prepare(b, normalize)
+    scores = za @ zb.t()  # (B, M)
+    return checks.verify(_mw(scores, temperature, chunk_size, reduction))
 
 
-class MWLoss(nn.Module):
+class MWLoss(LossModule):
     """MW (Mann–Whitney / AUC) loss; thin wrapper of :func:`mw_loss`.
 
     Reference: Sheikholeslami et al., "Optimizing What Matters: AUC-Driven Learning for Robust
@@ -215,30 +219,21 @@ class MWLoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.01,
+        *,
+        temperature: float | Tensor | nn.Module = 0.01,
         normalize: bool = True,
         chunk_size: int | None = None,
-        reduction: str = "mean",
+        reduction: Reduction = "mean",
         check_values: bool = True,
     ) -> None:
-        super().__init__()
-        _check_scalar_temperature(temperature)
-        _check_chunk(chunk_size)
-        check_reduction(reduction)
-        self.temperature = temperature
-        self.normalize = normalize
-        self.chunk_size = chunk_size
-        self.reduction = reduction
-        self.check_values = check_values
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            chunk_size=chunk_size,
+            reduction=reduction,
+            check_values=check_values,
+        )
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """Loss of ``(B, d)`` queries against ``(M, d)`` passages (positives first)."""
-        return mw_loss(
-            a,  # (B, d)
-            b,  # (M, d)
-            self.temperature,
-            normalize=self.normalize,
-            chunk_size=self.chunk_size,
-            reduction=self.reduction,
-            check_values=self.check_values,
-        )
+        return mw_loss(a, b, temperature=self.tau(), **self.options())

@@ -10,19 +10,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from contrastkit._checks import (
-    Reduction,
-    check_embeddings,
-    check_finite,
-    check_pair,
-    check_reduction,
-    reduce,
-)
+from contrastkit._checks import Reduction, check_ids, check_reduction, reduce, validate_pair
 from contrastkit.engine import Pairs, pairwise_lse, safe_logaddexp
-from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.losses._debias import check_debias_options, debiased_negative_lse
 
 
+@full_precision
 def nt_xent(
     a: Tensor,
     b: Tensor,
@@ -76,7 +71,9 @@ def nt_xent(
         Scalar loss, or ``(2B,)`` with ``reduction='none'``.
 
     Raises:
-        ValueError: on mismatched shapes, B < 2, non-finite values, τ ≤ 0, bad reduction.
+        ValueError: on mismatched shapes or dtypes, B < 2, non-finite values, an all-zero row
+            with ``normalize``, τ ≤ 0, a bad reduction, ``positive_ids`` shared by every row
+            (no negative), or a non-finite result.
 
     Peers: equals lightly ``NTXentLoss(temperature)`` and pytorch-metric-learning
     ``NTXentLoss(temperature)`` on ``embeddings = [a; b]`` with labels ``[0..B-1, 0..B-1]``.
@@ -85,22 +82,17 @@ def nt_xent(
         >>> a, b = torch.randn(8, 16), torch.randn(8, 16)
         >>> loss = nt_xent(a, b, temperature=0.5)
     """
-    check_embeddings(a, "a", min_rows=2, check_finite=False)
-    check_embeddings(b, "b", check_finite=False)
-    check_pair(a, b)
-    if check_values:
-        check_finite(("a", a), ("b", b))
+    checks = validate_pair(
+        a, b, normalize=normalize, check_values=check_values, temperature=temperature
+    )
     check_reduction(reduction)
     check_debias_options(debias_prior, hardness)
-    if check_values:
-        validate_temperature(temperature)
     batch = a.shape[0]
-    if positive_ids is not None and (
-        positive_ids.shape != (batch,) or positive_ids.is_floating_point()
-    ):
-        raise ValueError(
-            f"positive_ids must be integer ids of shape ({batch},), "
-            f"got {positive_ids.dtype} {tuple(positive_ids.shape)}"
+    if positive_ids is not None:
+        check_ids(positive_ids, batch)
+        checks.require(
+            (positive_ids != positive_ids[0]).any(),
+            "positive_ids: every row shares one id, so no anchor has a negative",
         )
 
     z = torch.cat([prepare(a, normalize), prepare(b, normalize)])  # (2B, d)
@@ -129,10 +121,10 @@ def nt_xent(
             chunk_size=chunk_size,
         )
     losses = safe_logaddexp(negative_lse, positive) - positive  # (2B,)
-    return reduce(losses, reduction)
+    return checks.verify(reduce(losses, reduction))
 
 
-class NTXentLoss(nn.Module):
+class NTXentLoss(LossModule):
     """Module wrapper of :func:`nt_xent`; see it for the formula and conventions.
 
     Inputs: ``forward(a, b, positive_ids=None)``, two augmented views ``(B, d)`` of the same
@@ -143,6 +135,8 @@ class NTXentLoss(nn.Module):
     ``debias_prior`` / ``hardness`` turn it into the debiased (DCL of Chuang et al.) and
     hard-negative (HCL) losses.
 
+    Args: the keyword arguments of :func:`nt_xent`.
+
     Examples:
         >>> loss_fn = NTXentLoss(temperature=0.5)
         >>> loss = loss_fn(torch.randn(8, 16), torch.randn(8, 16))
@@ -150,34 +144,34 @@ class NTXentLoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.5,
+        *,
+        temperature: float | Tensor | nn.Module = 0.5,
         debias_prior: float = 0.0,
         hardness: float = 0.0,
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        validate_temperature(temperature)
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
         check_debias_options(debias_prior, hardness)
-        check_reduction(reduction)
-        self.temperature = temperature
         self.debias_prior = debias_prior
         self.hardness = hardness
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
 
     def forward(self, a: Tensor, b: Tensor, positive_ids: Tensor | None = None) -> Tensor:
         """Loss of two ``(B, d)`` views."""
         return nt_xent(
             a,
             b,
-            temperature=self.temperature,
             positive_ids=positive_ids,
+            temperature=self.tau(),
             debias_prior=self.debias_prior,
             hardness=self.hardness,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
+            **self.options(),
         )

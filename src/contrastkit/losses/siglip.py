@@ -17,18 +17,19 @@ from torch.utils.checkpoint import checkpoint
 from contrastkit._checks import (
     Reduction,
     check_chunk_size,
-    check_embeddings,
-    check_finite,
-    check_pair,
     check_reduction,
+    check_temperature,
     reduce,
+    validate_pair,
 )
 from contrastkit.distributed import all_gather_with_grad
 from contrastkit.engine import DENSE_MAX_PAIRS, default_tile
-from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.temperature import LearnableTemperature
 
 
+@full_precision
 def siglip(
     a: Tensor,
     b: Tensor,
@@ -77,7 +78,8 @@ def siglip(
         Scalar loss, or ``(B,)`` with ``reduction='none'``.
 
     Raises:
-        ValueError: on mismatched shapes, B < 2, non-finite values, τ ≤ 0, bad reduction.
+        ValueError: on mismatched shapes or dtypes, B < 2, non-finite values or bias, an
+            all-zero row with ``normalize``, τ ≤ 0, a bad reduction, or a non-finite result.
 
     Peers: equals open_clip ``SigLipLoss()(a, b, logit_scale=1/τ, logit_bias=bias)`` on
     normalised features.
@@ -85,21 +87,23 @@ def siglip(
     Examples:
         >>> loss = siglip(torch.randn(8, 16), torch.randn(8, 16), temperature=0.1, bias=-10.0)
     """
-    check_embeddings(a, "a", min_rows=2, check_finite=False)
-    check_embeddings(b, "b", check_finite=False)
-    check_pair(a, b)
-    if check_values:
-        check_finite(("a", a), ("b", b))
+    checks = validate_pair(
+        a, b, normalize=normalize, check_values=check_values, temperature=temperature
+    )
     check_reduction(reduction)
-    if check_values:
-        validate_temperature(temperature)
-        if isinstance(bias, float) and not math.isfinite(bias):
-            raise ValueError(f"bias must be finite, got {bias}")
     check_chunk_size(chunk_size)
+    if isinstance(bias, Tensor):
+        if bias.numel() != 1 or not bias.is_floating_point():
+            raise ValueError(
+                f"bias must be a number or a one-element tensor, got {tuple(bias.shape)}"
+            )
+        checks.finite("bias", bias)
+    elif not isinstance(bias, (int, float)) or isinstance(bias, bool) or not math.isfinite(bias):
+        raise ValueError(f"bias must be a finite number, got {bias!r}")
 
     za, zb = prepare(a, normalize), prepare(b, normalize)
     queries = scale_by_temperature(za, temperature)  # (B, d)
-    bias_t = torch.as_tensor(bias, dtype=queries.dtype, device=queries.device)
+    bias_t = torch.as_tensor(bias, dtype=queries.dtype, device=queries.device).reshape(())
     positive = (queries * zb).sum(-1) + bias_t  # (B,) x_ii
     # Σ_j over the global batch: the positive column is among the keys either way.
     keys = all_gather_with_grad(zb) if gather_distributed else zb  # (m, d), m = W·B or B
@@ -122,21 +126,29 @@ def siglip(
             parts.append(row_sum)
         softplus_rows = torch.cat(parts)
     losses = softplus_rows - positive  # (B,)
-    return reduce(losses, reduction)
+    return checks.verify(reduce(losses, reduction))
 
 
 def _softplus_rows(queries: Tensor, keys: Tensor, bias: Tensor) -> Tensor:
-    """``Σ_j softplus(q_i · k_j + bias)`` for a block of rows and columns."""
+    """``Σ_j softplus(q_i · k_j + bias)`` for a block of rows and columns.
+
+    In the inputs' precision (fp32 for half inputs) even under autocast: :func:`siglip` runs
+    with autocast off (at ``τ = 0.01`` bf16 logits cost ~1000× the error of the engine).
+    """
     return F.softplus(queries @ keys.T + bias).sum(1)
 
 
-class SigLIPLoss(nn.Module):
+class SigLIPLoss(LossModule):
     """SigLIP loss with learnable temperature and bias; see :func:`siglip`.
 
     Inputs: ``forward(a, b)`` paired ``(B, d)`` embeddings of two modalities. Prefer it to
     :class:`CLIPLoss` when the batch is split across many devices (no global softmax) or when
     pairs may be noisy. The bias starts very negative (-10) to offset the ``B - 1`` negatives
     per positive.
+
+    Bounds: the learnable temperature stays in ``[1e-3, 100]`` (logit scale in ``[0.01, 1000]``,
+    a projection: see :class:`contrastkit.LearnableTemperature`), the range of SigLIP's
+    ``t' = log(1/τ)``; the bias is unbounded (SigLIP does not bound it either).
 
     Args:
         temperature: initial temperature (SigLIP: 0.1, i.e. logit scale 10).
@@ -146,6 +158,7 @@ class SigLIPLoss(nn.Module):
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: tile size of the chunked path (None: automatic).
         gather_distributed: pair local rows with every rank's rows (see :func:`siglip`).
+        check_values: value checks (see :func:`siglip`).
 
     Examples:
         >>> loss_fn = SigLIPLoss()
@@ -154,6 +167,7 @@ class SigLIPLoss(nn.Module):
 
     def __init__(
         self,
+        *,
         temperature: float = 0.1,
         bias: float = -10.0,
         learnable: bool = True,
@@ -161,29 +175,24 @@ class SigLIPLoss(nn.Module):
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
         gather_distributed: bool = False,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        check_reduction(reduction)
-        if not math.isfinite(bias):
-            raise ValueError(f"bias must be finite, got {bias}")
-        self.temperature = LearnableTemperature(init=temperature, min=1e-3)
+        check_temperature(temperature)
+        tau = LearnableTemperature(init=temperature, min=1e-3)
+        tau.log_inverse.requires_grad_(learnable)
+        super().__init__(
+            temperature=tau,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            gather_distributed=gather_distributed,
+            check_values=check_values,
+        )
+        if not isinstance(bias, (int, float)) or isinstance(bias, bool) or not math.isfinite(bias):
+            raise ValueError(f"bias must be a finite number, got {bias!r}")
         self.bias = nn.Parameter(torch.tensor(float(bias)))
-        self.temperature.log_inverse.requires_grad_(learnable)
         self.bias.requires_grad_(learnable)
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
-        self.gather_distributed = gather_distributed
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """Sigmoid loss of paired ``(B, d)`` embeddings."""
-        return siglip(
-            a,
-            b,
-            temperature=self.temperature(),
-            bias=self.bias,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
-            gather_distributed=self.gather_distributed,
-        )
+        return siglip(a, b, temperature=self.tau(), bias=self.bias, **self.options())

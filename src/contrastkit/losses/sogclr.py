@@ -72,18 +72,20 @@ import warnings
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from contrastkit._checks import (
     Reduction,
-    check_embeddings,
-    check_pair,
+    ValueChecks,
     check_positive,
     check_reduction,
+    check_temperature,
     reduce,
+    validate_pair,
 )
 from contrastkit.engine import Pairs, pairwise_lse
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare
 
 
 class SogCLRStep(NamedTuple):
@@ -105,7 +107,7 @@ class ISogCLRStep(NamedTuple):
     Attributes:
         loss: the reduced loss (per anchor for ``reduction='none'``).
         log_u: ``(B,)`` new ``log u`` rows.
-        temperature: ``(B,)`` new individual temperatures ``τ_i``.
+        temperatures: ``(B,)`` new individual temperatures ``τ_i``.
         momentum: ``(B,)`` new momentum ``m_i`` of the temperature gradient.
         grad_temperature: ``(B,)`` this step's (clipped) temperature gradient ``grad_τ_i``.
 
@@ -113,7 +115,7 @@ class ISogCLRStep(NamedTuple):
 
     loss: Tensor
     log_u: Tensor
-    temperature: Tensor
+    temperatures: Tensor
     momentum: Tensor
     grad_temperature: Tensor
 
@@ -146,13 +148,14 @@ def cosine_gamma(epoch: int, gamma: float, decay_epochs: int) -> float:
     return gamma + (1.0 - gamma) * 0.5 * (1.0 + math.cos(math.pi * epoch / decay_epochs))
 
 
+@full_precision
 def sogclr_loss(
     a: Tensor,
     b: Tensor,
     log_u: Tensor,
     seen: Tensor,
     *,
-    temperature: float = 0.1,
+    temperature: float | Tensor = 0.1,
     gamma: float = 0.9,
     normalize: bool = True,
     reduction: Reduction = "mean",
@@ -172,7 +175,8 @@ def sogclr_loss(
         b: ``(B, d)`` second view; row ``i`` of ``a`` and ``b`` are the positive pair.
         log_u: ``(B,)`` stored ``log u`` of the batch's indices (ignored where not ``seen``).
         seen: ``(B,)`` bool, whether each index was visited before (else ``γ_i = 1``).
-        temperature: ``τ > 0``; default 0.1 (LibAUC ``GCLoss_v1``).
+        temperature: ``τ > 0``, a number or a one-element tensor (no gradient flows into it);
+            default 0.1 (LibAUC ``GCLoss_v1``).
         gamma: moving-average factor γ in ``(0, 1]``; default 0.9 (LibAUC; the papers' scripts
             use 0.8).
         normalize: L2-normalise ``a`` and ``b`` first.
@@ -194,22 +198,26 @@ def sogclr_loss(
         torch.Size([8])
 
     """
-    check_positive(temperature, "temperature")
     _check_unit_interval(gamma, "gamma")
-    a, b = _check_views(a, b, check_values)
-    tau = a.new_full((a.shape[0],), float(temperature))
-    _check_rows(log_u, a.shape[0], "log_u")
-    _check_seen(seen, a.shape[0])
+    check_reduction(reduction)
+    checks = _check_inputs(a, b, log_u, seen, normalize, check_values)
+    check_temperature(temperature, checks)
+    a, b = _upcast(a, b)
+    if isinstance(temperature, Tensor):
+        tau = temperature.detach().reshape(()).to(a.dtype).expand(a.shape[0])
+    else:
+        tau = a.new_full((a.shape[0],), float(temperature))
     out = _gcl_step(a, b, log_u, seen, tau, gamma, normalize, chunk_size, need_tau_grad=False)
-    return SogCLRStep(reduce(out.per_anchor, reduction), out.log_u)
+    return checks.verify(SogCLRStep(reduce(out.per_anchor, reduction), out.log_u))
 
 
+@full_precision
 def isogclr_loss(
     a: Tensor,
     b: Tensor,
     log_u: Tensor,
     seen: Tensor,
-    temperature: Tensor,
+    temperatures: Tensor,
     momentum: Tensor,
     *,
     gamma: float = 0.9,
@@ -234,7 +242,7 @@ def isogclr_loss(
         b: ``(B, d)`` second view.
         log_u: ``(B,)`` stored ``log u`` rows.
         seen: ``(B,)`` bool first-visit flags.
-        temperature: ``(B,)`` current individual temperatures ``τ_i > 0``.
+        temperatures: ``(B,)`` current individual temperatures ``τ_i > 0``.
         momentum: ``(B,)`` momentum ``m_i`` of the temperature gradient.
         gamma: moving-average factor γ in ``(0, 1]``; default 0.9 (LibAUC).
         rho: DRO radius ρ ``>= 0``; default 0.3 (LibAUC unimodal; the paper's CIFAR recipe 0.4).
@@ -247,10 +255,11 @@ def isogclr_loss(
         normalize: L2-normalise ``a`` and ``b`` first.
         reduction: ``'mean' | 'sum' | 'none'`` over anchors.
         chunk_size: tile edge of the similarity engine (None: automatic).
-        check_values: check for NaN/inf and ``temperature > 0`` (host sync).
+        check_values: check NaN/inf (inputs, the seen rows of ``log_u``, the result) and
+            ``temperatures > 0`` (one host sync).
 
     Returns:
-        :class:`ISogCLRStep` ``(loss, log_u, temperature, momentum, grad_temperature)``.
+        :class:`ISogCLRStep` ``(loss, log_u, temperatures, momentum, grad_temperature)``.
 
     Raises:
         ValueError: on bad shapes, dtypes, NaN/inf, ``B < 2``, or hyper-parameters out of range.
@@ -260,20 +269,23 @@ def isogclr_loss(
         >>> log_u, seen = torch.zeros(8), torch.zeros(8, dtype=torch.bool)
         >>> tau, m = torch.full((8,), 0.1), torch.zeros(8)
         >>> step = isogclr_loss(a, b, log_u, seen, tau, m)
-        >>> bool((step.temperature >= 0.05).all())
+        >>> bool((step.temperatures >= 0.05).all())
         True
 
     """
     _check_isogclr_hparams(gamma, rho, eta, beta, tau_min, tau_max, grad_clip)
-    a, b = _check_views(a, b, check_values)
+    check_reduction(reduction)
+    checks = _check_inputs(a, b, log_u, seen, normalize, check_values)
     batch = a.shape[0]
-    _check_rows(log_u, batch, "log_u")
-    _check_seen(seen, batch)
-    _check_rows(temperature, batch, "temperature")
+    _check_rows(temperatures, batch, "temperatures")
     _check_rows(momentum, batch, "momentum")
-    if check_values and not bool((temperature > 0).all() & torch.isfinite(temperature).all()):
-        raise ValueError("temperature must be finite and > 0 for every row")
-    tau = temperature.detach().to(a.dtype)
+    checks.require(
+        ((temperatures > 0) & torch.isfinite(temperatures)).all(),
+        "temperatures must be finite and > 0 for every row",
+    )
+    checks.finite("momentum", momentum)
+    a, b = _upcast(a, b)
+    tau = temperatures.detach().to(a.dtype)
     out = _gcl_step(a, b, log_u, seen, tau, gamma, normalize, chunk_size, need_tau_grad=True)
     assert out.grad_tau is not None
     grad_tau = out.grad_tau + rho
@@ -284,7 +296,9 @@ def isogclr_loss(
         tau_max=tau_max,
     )  # fmt: skip
     per_anchor = out.per_anchor + rho * tau  # RGCL value adds τ_i ρ (constant for the network)
-    return ISogCLRStep(reduce(per_anchor, reduction), out.log_u, new_tau, new_m, grad_tau)
+    return checks.verify(
+        ISogCLRStep(reduce(per_anchor, reduction), out.log_u, new_tau, new_m, grad_tau)
+    )
 
 
 def update_temperature(
@@ -319,7 +333,7 @@ def update_temperature(
     return new_m.detach(), new_tau.detach()
 
 
-class SogCLRLoss(nn.Module):
+class SogCLRLoss(LossModule):
     """SogCLR: global contrastive loss with per-index moving averages (Yuan et al., ICML 2022).
 
     Owns the per-sample state as registered buffers sized by ``num_samples`` (so it follows
@@ -350,24 +364,25 @@ class SogCLRLoss(nn.Module):
     def __init__(
         self,
         num_samples: int,
-        temperature: float = 0.1,
-        gamma: float = 0.9,
         *,
+        temperature: float | Tensor | nn.Module = 0.1,
+        gamma: float = 0.9,
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
         _check_num_samples(num_samples)
-        check_positive(temperature, "temperature")
         _check_unit_interval(gamma, "gamma")
-        check_reduction(reduction)
         self.num_samples = num_samples
-        self.temperature = float(temperature)
         self.gamma = float(gamma)
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
         self.register_buffer("log_u", torch.zeros(num_samples))
         self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
 
@@ -383,7 +398,6 @@ class SogCLRLoss(nn.Module):
         index: Tensor,
         *,
         gamma: float | None = None,
-        check_values: bool = True,
     ) -> Tensor:
         """Compute the loss of a batch and update the state of its indices.
 
@@ -392,23 +406,19 @@ class SogCLRLoss(nn.Module):
             b: ``(B, d)`` second view.
             index: ``(B,)`` integer dataset indices of the rows.
             gamma: this call's γ (e.g. from :func:`cosine_gamma`); None uses ``self.gamma``.
-            check_values: check for NaN/inf and index range (host sync).
 
         Returns:
             The loss (reduced as configured).
 
         """
-        idx = _check_index(index, a, self.num_samples, check_values)
+        idx = _check_index(index, a, self.num_samples, self.check_values)
         log_u = self.log_u[idx].to(a.device)  # (B,)
         seen = self.seen[idx].to(a.device)  # (B,)
         step = sogclr_loss(
             a, b, log_u, seen,
-            temperature=self.temperature,
+            temperature=self.tau(),
             gamma=self.gamma if gamma is None else gamma,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
-            check_values=check_values,
+            **self.options(),
         )  # fmt: skip
         with torch.no_grad():
             _write_rows(self.log_u, idx, step.log_u)
@@ -416,7 +426,7 @@ class SogCLRLoss(nn.Module):
         return step.loss
 
 
-class ISogCLRLoss(nn.Module):
+class ISogCLRLoss(LossModule):
     """ISogCLR: robust GCL with individual, learned temperatures (Qiu et al., ICML 2023).
 
     Registered buffers sized by ``num_samples``: ``log_u``, ``seen`` (as :class:`SogCLRLoss`),
@@ -448,9 +458,9 @@ class ISogCLRLoss(nn.Module):
     def __init__(
         self,
         num_samples: int,
+        *,
         temperature: float = 0.1,
         gamma: float = 0.9,
-        *,
         rho: float = 0.3,
         eta: float = 0.01,
         beta: float = 0.9,
@@ -460,20 +470,22 @@ class ISogCLRLoss(nn.Module):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
         _check_num_samples(num_samples)
-        check_positive(temperature, "temperature")
+        check_temperature(temperature)
         _check_isogclr_hparams(gamma, rho, eta, beta, tau_min, tau_max, grad_clip)
-        check_reduction(reduction)
         self.num_samples = num_samples
         self.gamma = float(gamma)
         self.rho, self.eta, self.beta = float(rho), float(eta), float(beta)
         self.tau_min, self.tau_max = float(tau_min), float(tau_max)
         self.grad_clip = grad_clip
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
         self.register_buffer("log_u", torch.zeros(num_samples))
         self.register_buffer("seen", torch.zeros(num_samples, dtype=torch.bool))
         self.register_buffer("temperatures", torch.full((num_samples,), float(temperature)))
@@ -491,7 +503,6 @@ class ISogCLRLoss(nn.Module):
         index: Tensor,
         *,
         gamma: float | None = None,
-        check_values: bool = True,
     ) -> Tensor:
         """Compute the loss of a batch and update ``u``, ``τ`` and ``m`` of its indices.
 
@@ -500,13 +511,12 @@ class ISogCLRLoss(nn.Module):
             b: ``(B, d)`` second view.
             index: ``(B,)`` integer dataset indices of the rows.
             gamma: this call's γ (e.g. from :func:`cosine_gamma`); None uses ``self.gamma``.
-            check_values: check for NaN/inf and index range (host sync).
 
         Returns:
             The loss (reduced as configured).
 
         """
-        idx = _check_index(index, a, self.num_samples, check_values)
+        idx = _check_index(index, a, self.num_samples, self.check_values)
         step = isogclr_loss(
             a, b,
             self.log_u[idx].to(a.device),  # (B,)
@@ -516,12 +526,11 @@ class ISogCLRLoss(nn.Module):
             gamma=self.gamma if gamma is None else gamma,
             rho=self.rho, eta=self.eta, beta=self.beta,
             tau_min=self.tau_min, tau_max=self.tau_max, grad_clip=self.grad_clip,
-            normalize=self.normalize, reduction=self.reduction, chunk_size=self.chunk_size,
-            check_values=check_values,
+            **self.options(),
         )  # fmt: skip
         with torch.no_grad():
             _write_rows(self.log_u, idx, step.log_u)
-            _write_rows(self.temperatures, idx, step.temperature)
+            _write_rows(self.temperatures, idx, step.temperatures)
             _write_rows(self.momentum, idx, step.momentum)
             self.seen.index_fill_(0, idx, True)
         return step.loss
@@ -550,8 +559,7 @@ def _gcl_step(
     need_tau_grad: bool,
 ) -> _GCLOut:
     """Shared SogCLR/iSogCLR step; ``tau`` is ``(B,)`` and carries no gradient."""
-    if normalize:
-        a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    a, b = prepare(a, normalize), prepare(b, normalize)
     batch = a.shape[0]
     dtype = a.dtype
     log_u_old = log_u_old.detach().to(dtype)
@@ -605,13 +613,23 @@ def _write_rows(buffer: Tensor, idx: Tensor, rows: Tensor) -> None:
         buffer.index_reduce_(0, idx, src, "mean", include_self=False)
 
 
-def _check_views(a: Tensor, b: Tensor, check_values: bool) -> tuple[Tensor, Tensor]:
-    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
-    check_embeddings(b, "b", min_rows=2, check_finite=check_values)
-    check_pair(a, b)
+def _check_inputs(
+    a: Tensor, b: Tensor, log_u: Tensor, seen: Tensor, normalize: bool, check_values: bool
+) -> ValueChecks:
+    """Views, and the state rows: ``log_u`` must be finite where ``seen`` (it is read there)."""
+    checks = validate_pair(a, b, normalize=normalize, check_values=check_values)
+    _check_rows(log_u, a.shape[0], "log_u")
+    _check_seen(seen, a.shape[0])
+    checks.require(
+        (torch.isfinite(log_u) | ~seen).all(), "log_u contains NaN or inf values at seen rows"
+    )
+    return checks
+
+
+def _upcast(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     if a.dtype in (torch.float16, torch.bfloat16):
         a, b = a.float(), b.float()
-    return a, b.to(a.dtype)
+    return a, b
 
 
 def _check_rows(x: Tensor, batch: int, name: str) -> None:

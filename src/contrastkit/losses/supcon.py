@@ -15,19 +15,20 @@ from torch import Tensor, nn
 
 from contrastkit._checks import (
     Reduction,
-    check_embeddings,
-    check_labels,
     check_positive,
     check_reduction,
     reduce,
+    validate_labeled,
 )
 from contrastkit.distributed import all_gather_with_grad, is_distributed
 from contrastkit.engine import Pairs, pairwise_lse
-from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 ContrastMode = Literal["all", "one"]
 
 
+@full_precision
 def supcon_per_anchor(
     embeddings: Tensor,
     labels: Tensor | None = None,
@@ -49,26 +50,31 @@ def supcon_per_anchor(
         ``(losses, has_positive)``, both ``(num_anchors,)``; anchors without a positive have
         loss 0 and ``has_positive = False``. See :func:`supcon` for the formula.
     """
+    checks = validate_labeled(
+        embeddings,
+        labels,
+        views=True,
+        normalize=normalize,
+        check_values=check_values,
+        temperature=temperature,
+    )
     if embeddings.ndim == 2:
         embeddings = embeddings.unsqueeze(1)  # (B, 1, d)
-    check_embeddings(embeddings, "embeddings", ndim=3, check_finite=check_values)
     batch, views = embeddings.shape[:2]
-    if batch * views < 2:
+    distributed = gather_distributed and is_distributed()
+    if batch * views < 3 and not distributed:
         raise ValueError(
-            f"embeddings needs at least 2 rows in total, got shape {tuple(embeddings.shape)}"
+            f"embeddings needs at least 3 rows in all (B·V): with {batch * views} an anchor's "
+            f"softmax holds only its positive, so the loss is 0 whatever the embeddings "
+            f"(shape {tuple(embeddings.shape)})"
         )
-    if labels is not None:
-        check_labels(labels, batch)
     if contrast_mode not in ("all", "one"):
         raise ValueError(f"contrast_mode must be 'all' or 'one', got {contrast_mode!r}")
-    if check_values:
-        validate_temperature(temperature)
     if base_temperature is not None:
         check_positive(base_temperature, "base_temperature")
 
     # Views-major order, as SupContrast: [view 0 of all samples; view 1; ...].
     z = prepare(embeddings, normalize).transpose(0, 1).reshape(views * batch, -1)  # (VB, d)
-    distributed = gather_distributed and is_distributed()
     rank = dist.get_rank() if distributed else 0
     if labels is None:  # SimCLR: positives = other views; sample ids unique across ranks
         labels = torch.arange(batch, device=z.device) + rank * batch
@@ -91,11 +97,11 @@ def supcon_per_anchor(
     ).rows
     assert stats is not None and stats.weighted_sum is not None and stats.weight_total is not None
     has_positive = stats.weight_total > 0  # (A,) |P(i)| > 0
-    if check_values and not bool(_global_count(has_positive, distributed) > 0):
-        raise ValueError(
-            "labels: no anchor has a positive (every label is unique and there is one view); "
-            "SupCon needs at least two rows with the same label or several views"
-        )
+    checks.require(
+        _global_count(has_positive, distributed) > 0,
+        "labels: no anchor has a positive (every label is unique and there is one view); "
+        "SupCon needs at least two rows with the same label or several views",
+    )
     losses = multi_positive_losses(
         stats.lse,
         stats.weighted_sum,
@@ -104,7 +110,7 @@ def supcon_per_anchor(
         temperature=temperature,
         base_temperature=base_temperature,
     )
-    return losses, has_positive
+    return checks.verify(losses), has_positive
 
 
 def _global_count(has_positive: Tensor, distributed: bool) -> Tensor:
@@ -147,12 +153,13 @@ def multi_positive_losses(
     """
     per_anchor = lse - positive_logit_sum / num_positives.clamp(min=1)  # (A,)
     losses = torch.where(counted, per_anchor, torch.zeros_like(per_anchor))
-    if base_temperature is not None:
-        tau = temperature if isinstance(temperature, float) else temperature.detach()
+    if base_temperature is not None:  # τ is detached here: a constant factor, as SupContrast
+        tau = temperature.detach().reshape(()) if isinstance(temperature, Tensor) else temperature
         losses = losses * (tau / base_temperature)
     return losses
 
 
+@full_precision
 def supcon(
     embeddings: Tensor,
     labels: Tensor | None = None,
@@ -176,7 +183,8 @@ def supcon(
     with ``s_ik = <z_i, z_k> / τ``. The other positives **are** in the denominator.
     Anchors without any positive are excluded from the mean (and counted by
     :class:`SupConLoss`); a batch without any positive raises ``ValueError`` (when
-    ``check_values``; it needs a host sync).
+    ``check_values``), and so does a batch of fewer than 3 rows in all (``B·V < 3``: each
+    anchor's softmax would hold only its positive, a loss of 0 whatever the embeddings).
 
     Reduction: mean over anchors that have a positive. ``'none'`` returns ``(num_anchors,)``
     in views-major order (view 0 of every sample, then view 1, ...), 0 for anchors without a
@@ -184,18 +192,22 @@ def supcon(
 
     Defaults (SupContrast): ``τ = 0.07``; ``base_temperature=None`` means ``τ_base = τ`` (no
     rescaling). SupContrast's ``base_temperature=0.07`` multiplies the loss by ``τ / 0.07``.
+    In that factor ``τ`` is **detached** (a constant scale, as SupContrast's float): a learnable
+    temperature gets its gradient from the logits ``s_ik`` only.
 
     Args:
         embeddings: ``(B, d)`` or ``(B, V, d)`` (V views per sample).
         labels: ``(B,)`` int class ids, ``(B, L)`` 0/1 multi-labels (positives share ≥ 1 label),
             or None (positives are the other views of the same sample: SimCLR).
         temperature: ``τ`` > 0.
-        base_temperature: ``τ_base`` of the ``τ / τ_base`` factor (None: no factor).
+        base_temperature: ``τ_base`` of the ``τ / τ_base`` factor (None: no factor; ``τ`` is
+            detached in it).
         contrast_mode: ``'all'`` (every view is an anchor) or ``'one'`` (view 0 only).
         normalize: L2-normalise first.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
-        check_values: check NaN/inf and that some positive exists (host syncs).
+        check_values: value checks (NaN/inf, all-zero rows, 0/1 multi-labels, that some
+            positive exists, a finite result; one host sync).
         gather_distributed: under torch.distributed, this rank's views are the anchors and
             every rank's views (gathered with gradient, with their labels) the contrast set;
             the mean runs over the anchors with a positive of **all** ranks. With DDP's
@@ -206,12 +218,18 @@ def supcon(
         Scalar loss, or ``(num_anchors,)`` with ``reduction='none'``.
 
     Raises:
-        ValueError: on bad shapes/labels, non-finite values, τ ≤ 0, or no positive at all.
+        ValueError: on bad shapes/labels, fewer than 3 rows in all, non-finite values, τ ≤ 0,
+            no positive at all, or a non-finite result.
 
     Peers: equals SupContrast ``SupConLoss(temperature, base_temperature=τ_base)`` when every
     anchor has a positive (SupContrast also averages in anchors without positives, as 0);
     pytorch-metric-learning ``SupConLoss(temperature)`` on ``(B·V, d)`` with repeated labels
     (no ``τ/τ_base`` factor; it averages over anchors with a non-zero loss).
+
+    Deliberate difference: when an anchor has no negative (all labels equal), contrastkit
+    gives SupContrast's value, ``log Σ_{k∈A(i)} exp(s_ik) - mean_p s_ip`` (≥ ``log |A(i)|``,
+    with a gradient that evens out the similarities), while pytorch-metric-learning returns 0
+    for such anchors (it drops pairs without a negative).
 
     Examples:
         >>> views = torch.randn(8, 2, 16)
@@ -230,12 +248,19 @@ def supcon(
         check_values=check_values,
         gather_distributed=gather_distributed,
     )
+    return reduce_supcon(losses, has_positive, reduction, gather_distributed)
+
+
+def reduce_supcon(
+    losses: Tensor, counted: Tensor, reduction: Reduction, gather_distributed: bool = False
+) -> Tensor:
+    """SupCon's reduction: the mean over the ``counted`` anchors, or the sum / the losses."""
     if reduction == "mean":
-        return mean_over_counted(losses, has_positive, gather_distributed)
+        return mean_over_counted(losses, counted, gather_distributed)
     return reduce(losses, reduction)
 
 
-class SupConLoss(nn.Module):
+class SupConLoss(LossModule):
     """Module wrapper of :func:`supcon`.
 
     Inputs: ``forward(embeddings, labels=None)`` with ``(B, d)`` or ``(B, V, d)`` embeddings
@@ -256,28 +281,31 @@ class SupConLoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.07,
+        *,
+        temperature: float | Tensor | nn.Module = 0.07,
         base_temperature: float | None = None,
         contrast_mode: ContrastMode = "all",
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
         gather_distributed: bool = False,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        validate_temperature(temperature)
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            chunk_size=chunk_size,
+            gather_distributed=gather_distributed,
+            check_values=check_values,
+        )
         if base_temperature is not None:
             check_positive(base_temperature, "base_temperature")
         if contrast_mode not in ("all", "one"):
             raise ValueError(f"contrast_mode must be 'all' or 'one', got {contrast_mode!r}")
         check_reduction(reduction)
-        self.temperature = temperature
         self.base_temperature = base_temperature
         self.contrast_mode: ContrastMode = contrast_mode
-        self.normalize = normalize
         self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
-        self.gather_distributed = gather_distributed
         self.register_buffer(
             "anchors_without_positive", torch.zeros((), dtype=torch.long), persistent=False
         )
@@ -287,14 +315,10 @@ class SupConLoss(nn.Module):
         losses, has_positive = supcon_per_anchor(
             embeddings,
             labels,
-            temperature=self.temperature,
+            temperature=self.tau(),
             base_temperature=self.base_temperature,
             contrast_mode=self.contrast_mode,
-            normalize=self.normalize,
-            chunk_size=self.chunk_size,
-            gather_distributed=self.gather_distributed,
+            **self.options(),
         )
         self.anchors_without_positive.copy_((~has_positive).sum())
-        if self.reduction == "mean":
-            return mean_over_counted(losses, has_positive, self.gather_distributed)
-        return reduce(losses, self.reduction)
+        return reduce_supcon(losses, has_positive, self.reduction, self.gather_distributed)

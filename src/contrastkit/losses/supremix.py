@@ -24,15 +24,17 @@ from torch.utils.checkpoint import checkpoint
 
 from contrastkit._checks import (
     Reduction,
-    check_embeddings,
+    ValueChecks,
     check_positive,
     check_reduction,
-    reduce,
+    check_temperature,
+    check_tensor,
 )
 from contrastkit.engine import SideStats, TilePairs, pairwise_lse, safe_logsumexp
-from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
-from contrastkit.losses.mixco import sample_beta
-from contrastkit.losses.supcon import mean_over_counted, multi_positive_losses
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
+from contrastkit.losses._sampling import sample_beta
+from contrastkit.losses.supcon import multi_positive_losses, reduce_supcon
 
 LabelWeight = Callable[[Tensor], Tensor]
 
@@ -160,6 +162,22 @@ def _mixture_stats(
     return stats
 
 
+def _check_options(
+    base_temperature: float | None,
+    negative_beta: tuple[float, float],
+    max_label_distance: float | None,
+) -> None:
+    if base_temperature is not None:
+        check_positive(base_temperature, "base_temperature")
+    if max_label_distance is not None:
+        check_positive(max_label_distance, "max_label_distance")
+    if not isinstance(negative_beta, (tuple, list)) or len(negative_beta) != 2:
+        raise ValueError(f"negative_beta must be a pair (a, b), got {negative_beta!r}")
+    check_positive(negative_beta[0], "negative_beta[0]")
+    check_positive(negative_beta[1], "negative_beta[1]")
+
+
+@full_precision
 def supremix_per_anchor(
     embeddings: Tensor,
     labels: Tensor,
@@ -183,34 +201,35 @@ def supremix_per_anchor(
     Returns:
         ``(losses, has_positive)``, both ``(V·B,)`` in views-major order.
     """
-    if embeddings.ndim == 2:
+    if isinstance(embeddings, Tensor) and embeddings.ndim == 2:
         embeddings = embeddings.unsqueeze(1)  # (B, 1, d)
-    check_embeddings(embeddings, "embeddings", ndim=3, check_finite=check_values)
+    check_tensor(embeddings, "embeddings", ndim=3)
     batch, views = embeddings.shape[:2]
-    if batch * views < 2:
-        raise ValueError(f"embeddings needs at least 2 rows, got shape {tuple(embeddings.shape)}")
+    if batch * views < 3:
+        raise ValueError(
+            f"embeddings needs at least 3 rows in all (B·V): with {batch * views} an anchor's "
+            f"softmax holds only its positive (shape {tuple(embeddings.shape)})"
+        )
     if not isinstance(labels, Tensor) or labels.shape != (batch,) or labels.dtype == torch.bool:
         raise ValueError(
             f"labels must be a numeric (binned regression target) tensor of shape ({batch},)"
         )
-    if check_values and labels.is_floating_point() and not bool(torch.isfinite(labels).all()):
-        raise ValueError("labels contains NaN or inf values")
-    if check_values:
-        validate_temperature(temperature)
-    if base_temperature is not None:
-        check_positive(base_temperature, "base_temperature")
-    if max_label_distance is not None:
-        check_positive(max_label_distance, "max_label_distance")
-    if len(negative_beta) != 2:
-        raise ValueError(f"negative_beta must be a pair (a, b), got {negative_beta!r}")
-    check_positive(negative_beta[0], "negative_beta[0]")
-    check_positive(negative_beta[1], "negative_beta[1]")
+    checks = ValueChecks(check_values, "embeddings")
+    checks.finite("embeddings", embeddings)
+    if normalize:
+        checks.nonzero_rows("embeddings", embeddings)
+    if labels.is_floating_point():
+        checks.finite("labels", labels)
+    check_temperature(temperature, checks)
+    _check_options(base_temperature, negative_beta, max_label_distance)
     n = batch * views
     if negative_lambdas is not None:
         if not isinstance(negative_lambdas, Tensor) or negative_lambdas.shape != (n, n):
             raise ValueError(f"negative_lambdas must have shape ({n}, {n}) (views-major rows)")
-        if check_values and not bool(((negative_lambdas >= 0) & (negative_lambdas <= 1)).all()):
-            raise ValueError("negative_lambdas must lie in [0, 1]")
+        checks.require(
+            ((negative_lambdas >= 0) & (negative_lambdas <= 1)).all(),
+            "negative_lambdas must lie in [0, 1]",
+        )
 
     z = prepare(embeddings, normalize).transpose(0, 1).reshape(n, -1)  # (N, d) views-major
     y = labels.to(device=z.device, dtype=z.dtype).repeat(views)  # (N,)
@@ -236,11 +255,11 @@ def supremix_per_anchor(
     assert stats.weighted_sum is not None and stats.weight_total is not None
     num_pos = stats.weight_total  # (N,) |P(i)|: same-label rows + positive mixtures
     has_positive = num_pos > 0
-    if check_values and not bool(has_positive.any()):
-        raise ValueError(
-            "labels: no anchor has a positive (no equal labels, one view, no bracketing pair); "
-            "SupReMix needs binned labels with repeats, several views or positive mixtures"
-        )
+    checks.require(
+        has_positive.any(),
+        "labels: no anchor has a positive (no equal labels, one view, no bracketing pair); "
+        "SupReMix needs binned labels with repeats, several views or positive mixtures",
+    )
     losses = multi_positive_losses(
         stats.lse,
         stats.weighted_sum,
@@ -249,9 +268,10 @@ def supremix_per_anchor(
         temperature=temperature,
         base_temperature=base_temperature,
     )
-    return losses, has_positive
+    return checks.verify(losses), has_positive
 
 
+@full_precision
 def supremix(
     embeddings: Tensor,
     labels: Tensor,
@@ -369,12 +389,10 @@ def supremix(
         chunk_size=chunk_size,
         check_values=check_values,
     )
-    if reduction == "mean":
-        return mean_over_counted(losses, has_positive)
-    return reduce(losses, reduction)
+    return reduce_supcon(losses, has_positive, reduction)
 
 
-class SupReMixLoss(nn.Module):
+class SupReMixLoss(LossModule):
     """Module wrapper of :func:`supremix`; see it for the formula and conventions.
 
     Inputs: ``forward(embeddings, labels, generator=None)`` with ``(B, d)`` / ``(B, V, d)``
@@ -391,7 +409,8 @@ class SupReMixLoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.07,
+        *,
+        temperature: float | Tensor | nn.Module = 0.07,
         base_temperature: float | None = None,
         mix_negatives: bool = True,
         mix_positives: bool = True,
@@ -402,17 +421,16 @@ class SupReMixLoss(nn.Module):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        validate_temperature(temperature)
-        if base_temperature is not None:
-            check_positive(base_temperature, "base_temperature")
-        check_positive(negative_beta[0], "negative_beta[0]")
-        check_positive(negative_beta[1], "negative_beta[1]")
-        if max_label_distance is not None:
-            check_positive(max_label_distance, "max_label_distance")
-        check_reduction(reduction)
-        self.temperature = temperature
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
+        _check_options(base_temperature, negative_beta, max_label_distance)
         self.base_temperature = base_temperature
         self.mix_negatives = mix_negatives
         self.mix_positives = mix_positives
@@ -420,18 +438,16 @@ class SupReMixLoss(nn.Module):
         self.max_label_distance = max_label_distance
         self.label_weight = label_weight
         self.detach_mixtures = detach_mixtures
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
 
     def forward(
         self, embeddings: Tensor, labels: Tensor, generator: torch.Generator | None = None
     ) -> Tensor:
-        """Loss of ``(B, d)`` / ``(B, V, d)`` embeddings with ``(B,)`` binned labels."""
+        """Loss of ``(B, d)`` / ``(B, V, d)`` projections with ``(B,)`` binned labels."""
         return supremix(
             embeddings,
             labels,
-            temperature=self.temperature,
+            generator=generator,
+            temperature=self.tau(),
             base_temperature=self.base_temperature,
             mix_negatives=self.mix_negatives,
             mix_positives=self.mix_positives,
@@ -439,8 +455,5 @@ class SupReMixLoss(nn.Module):
             max_label_distance=self.max_label_distance,
             label_weight=self.label_weight,
             detach_mixtures=self.detach_mixtures,
-            generator=generator,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
+            **self.options(),
         )

@@ -18,22 +18,27 @@ from torch import Tensor, nn
 
 from contrastkit._checks import (
     Reduction,
-    check_embeddings,
+    ValueChecks,
+    check_count,
     check_positive,
     check_reduction,
     check_temperature,
+    check_tensor,
     reduce,
+    validate_embeddings,
 )
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, scale_by_temperature
 
 
 def _check_iterations(iterations: int, name: str = "iterations") -> None:
-    if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {iterations!r}")
+    check_count(iterations, name)
 
 
 @torch.no_grad()
 def sinkhorn(
     scores: Tensor,
+    *,
     epsilon: float = 0.05,
     iterations: int = 3,
     check_values: bool = True,
@@ -83,7 +88,7 @@ def sinkhorn(
     """
     check_positive(epsilon, "epsilon")
     _check_iterations(iterations)
-    check_embeddings(scores, "scores", check_finite=check_values)
+    validate_embeddings(scores, "scores", check_values=check_values).run()
     x = scores.detach().to(torch.promote_types(scores.dtype, torch.float32))
     b, k = x.shape
     log_k, log_b = math.log(k), math.log(b)
@@ -108,13 +113,15 @@ def _as_crop_list(crop_scores: Sequence[Tensor] | Tensor, name: str) -> list[Ten
     return list(crop_scores)
 
 
+@full_precision
 def swav_loss(
     crop_scores: Sequence[Tensor] | Tensor,
+    queue_scores: Sequence[Tensor] | Tensor | None = None,
+    *,
     temperature: float | Tensor = 0.1,
     epsilon: float = 0.05,
     sinkhorn_iterations: int = 3,
     crops_for_assign: Sequence[int] = (0, 1),
-    queue_scores: Sequence[Tensor] | Tensor | None = None,
     reduction: Reduction = "mean",
     check_values: bool = True,
 ) -> Tensor:
@@ -183,15 +190,16 @@ def swav_loss(
 
     """
     check_reduction(reduction)
-    check_temperature(temperature)
-    check_positive(epsilon, "epsilon")
-    _check_iterations(sinkhorn_iterations, "sinkhorn_iterations")
+    _check_options(epsilon, sinkhorn_iterations, crops_for_assign)
+    checks = ValueChecks(check_values, "crop_scores")
+    check_temperature(temperature, checks)
     crops = _as_crop_list(crop_scores, "crop_scores")
     n_crops = len(crops)
     if n_crops < 2:
         raise ValueError(f"crop_scores needs at least 2 crops, got {n_crops}")
     for v, s in enumerate(crops):
-        check_embeddings(s, f"crop_scores[{v}]", check_finite=check_values)
+        check_tensor(s, f"crop_scores[{v}]")
+        checks.finite(f"crop_scores[{v}]", s)
         if s.shape != crops[0].shape:
             raise ValueError(
                 f"crop_scores must all have shape (B, K) = {tuple(crops[0].shape)}, "
@@ -216,7 +224,8 @@ def swav_loss(
                 f"got {len(queues)}"
             )
         for a, qs in enumerate(queues):
-            check_embeddings(qs, f"queue_scores[{a}]", check_finite=check_values)
+            check_tensor(qs, f"queue_scores[{a}]")
+            checks.finite(f"queue_scores[{a}]", qs)
             if qs.shape[1] != crops[0].shape[1]:
                 raise ValueError(
                     f"queue_scores[{a}] must have K = {crops[0].shape[1]} columns, "
@@ -225,7 +234,7 @@ def swav_loss(
     dtype = torch.promote_types(crops[0].dtype, torch.float32)
     batch = crops[0].shape[0]
     # log-predictions of every crop: V x (B, K)
-    log_p = [F.log_softmax(s.to(dtype) / temperature, dim=1) for s in crops]
+    log_p = [F.log_softmax(scale_by_temperature(s.to(dtype), temperature), dim=1) for s in crops]
     losses = crops[0].new_zeros(batch, dtype=dtype)  # (B,)
     for a, i in enumerate(assign):
         scores_i = crops[i].detach()
@@ -238,10 +247,21 @@ def swav_loss(
             if v != i:  # predict crop i's codes from crop v
                 losses = losses - (q * log_p[v]).sum(dim=1) / (n_crops - 1)  # (B,)
     losses = losses / len(assign)
-    return reduce(losses, reduction)
+    return checks.verify(reduce(losses, reduction))
 
 
-class SwAVLoss(nn.Module):
+def _check_options(
+    epsilon: float, sinkhorn_iterations: int, crops_for_assign: Sequence[int]
+) -> None:
+    check_positive(epsilon, "epsilon")
+    _check_iterations(sinkhorn_iterations, "sinkhorn_iterations")
+    if not crops_for_assign or len(set(crops_for_assign)) != len(crops_for_assign):
+        raise ValueError(
+            f"crops_for_assign must be distinct crop indices, got {tuple(crops_for_assign)}"
+        )
+
+
+class SwAVLoss(LossModule):
     """Module form of :func:`swav_loss` (swapped prediction with Sinkhorn-Knopp codes).
 
     Holds no prototypes: they belong to the model (see :class:`SwAVPrototypes`).
@@ -259,7 +279,7 @@ class SwAVLoss(nn.Module):
     Example:
         >>> import torch
         >>> import torch.nn.functional as F
-        >>> prototypes, criterion = SwAVPrototypes(16, 10), SwAVLoss()
+        >>> prototypes, criterion = SwAVPrototypes(16, num_prototypes=10), SwAVLoss()
         >>> crops = [F.normalize(torch.randn(8, 16), dim=1) for _ in range(2)]
         >>> loss = criterion([prototypes(z) for z in crops])
 
@@ -267,43 +287,34 @@ class SwAVLoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.1,
+        *,
+        temperature: float | Tensor | nn.Module = 0.1,
         epsilon: float = 0.05,
         sinkhorn_iterations: int = 3,
         crops_for_assign: Sequence[int] = (0, 1),
         reduction: Reduction = "mean",
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        check_temperature(temperature)
-        check_positive(epsilon, "epsilon")
-        _check_iterations(sinkhorn_iterations, "sinkhorn_iterations")
-        check_reduction(reduction)
-        if not crops_for_assign or len(set(crops_for_assign)) != len(crops_for_assign):
-            raise ValueError(
-                f"crops_for_assign must be distinct crop indices, got {tuple(crops_for_assign)}"
-            )
-        self.temperature = temperature
+        super().__init__(temperature=temperature, reduction=reduction, check_values=check_values)
+        _check_options(epsilon, sinkhorn_iterations, crops_for_assign)
         self.epsilon = epsilon
         self.sinkhorn_iterations = sinkhorn_iterations
         self.crops_for_assign = tuple(crops_for_assign)
-        self.reduction: Reduction = reduction
 
     def forward(
         self,
         crop_scores: Sequence[Tensor] | Tensor,
         queue_scores: Sequence[Tensor] | Tensor | None = None,
-        check_values: bool = True,
     ) -> Tensor:
-        """Compute the loss from ``V`` crops' ``(B, K)`` prototype scores (list or tensor)."""
+        """Loss of the crops' prototype scores ``[(B, K), ...]`` (and queued scores)."""
         return swav_loss(
             crop_scores,
-            temperature=self.temperature,
+            queue_scores,
+            temperature=self.tau(),
             epsilon=self.epsilon,
             sinkhorn_iterations=self.sinkhorn_iterations,
             crops_for_assign=self.crops_for_assign,
-            queue_scores=queue_scores,
-            reduction=self.reduction,
-            check_values=check_values,
+            **self.options(),
         )
 
 
@@ -331,7 +342,7 @@ class SwAVPrototypes(nn.Module):
 
     """
 
-    def __init__(self, dim: int, num_prototypes: int = 3000) -> None:
+    def __init__(self, dim: int, *, num_prototypes: int = 3000) -> None:
         super().__init__()
         for name, value in (("dim", dim), ("num_prototypes", num_prototypes)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -16,12 +16,16 @@ from torch import Tensor, nn
 
 from contrastkit._checks import (
     Reduction,
-    check_embeddings,
+    ValueChecks,
+    check_compatible,
     check_pair,
     check_reduction,
     check_temperature,
+    check_tensor,
     reduce,
 )
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 NegativeSampling = Literal["n", "n_squared"]
 _SAMPLINGS = ("n", "n_squared")
@@ -86,6 +90,7 @@ def _logits_n_squared(anchor: Tensor, others: list[Tensor]) -> tuple[Tensor, Ten
     return logits, targets
 
 
+@full_precision
 def symile_loss(
     *modalities: Tensor,
     temperature: float | Tensor,
@@ -161,17 +166,21 @@ def symile_loss(
 
     """
     check_reduction(reduction)
-    check_temperature(temperature)
     _check_negative_sampling(negative_sampling)
     if len(modalities) < 2:
         raise ValueError(f"modalities: Symile needs at least 2 modalities, got {len(modalities)}")
-    for m, x in enumerate(modalities):
-        check_embeddings(x, f"modalities[{m}]", min_rows=2, check_finite=check_values)
-        check_pair(modalities[0], x, ("modalities[0]", f"modalities[{m}]"))
-    dtype = torch.promote_types(modalities[0].dtype, torch.float32)
-    reps = [x.to(dtype) for x in modalities]
-    if normalize:
-        reps = [F.normalize(x, dim=-1) for x in reps]
+    named = [(f"modalities[{m}]", x) for m, x in enumerate(modalities)]
+    for name, x in named:
+        check_tensor(x, name, min_rows=2)
+        check_pair(modalities[0], x, ("modalities[0]", name))
+    check_compatible(named)
+    checks = ValueChecks(check_values, "modalities")
+    for name, x in named:
+        checks.finite(name, x)
+        if normalize:
+            checks.nonzero_rows(name, x)
+    check_temperature(temperature, checks)
+    reps = [prepare(x, normalize) for x in modalities]
     per_anchor = []
     for a in range(len(reps)):
         others = [x for m, x in enumerate(reps) if m != a]
@@ -179,12 +188,13 @@ def symile_loss(
             logits, targets = _logits_n(reps[a], others, generator)  # (B, B)
         else:
             logits, targets = _logits_n_squared(reps[a], others)  # (B, B^(k-1))
-        per_anchor.append(F.cross_entropy(logits / temperature, targets, reduction="none"))
+        logits = scale_by_temperature(logits, temperature)
+        per_anchor.append(F.cross_entropy(logits, targets, reduction="none"))
     losses = torch.stack(per_anchor).mean(0)  # (B,)
-    return reduce(losses, reduction)
+    return checks.verify(reduce(losses, reduction))
 
 
-class SymileLoss(nn.Module):
+class SymileLoss(LossModule):
     """Module form of :func:`symile_loss` (multilinear-inner-product InfoNCE for k modalities).
 
     Args:
@@ -206,33 +216,28 @@ class SymileLoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float,
+        *,
+        temperature: float | Tensor | nn.Module,
         negative_sampling: NegativeSampling = "n",
         normalize: bool = True,
         reduction: Reduction = "mean",
-    ) -> None:
-        super().__init__()
-        check_temperature(temperature)
-        _check_negative_sampling(negative_sampling)
-        check_reduction(reduction)
-        self.temperature = temperature
-        self.negative_sampling: NegativeSampling = negative_sampling
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-
-    def forward(
-        self,
-        *modalities: Tensor,
-        generator: torch.Generator | None = None,
         check_values: bool = True,
-    ) -> Tensor:
-        """Compute the loss for ``k`` tensors ``(B, d)``; ``generator`` drives ``'n'``."""
+    ) -> None:
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            check_values=check_values,
+        )
+        _check_negative_sampling(negative_sampling)
+        self.negative_sampling: NegativeSampling = negative_sampling
+
+    def forward(self, *modalities: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Loss of ``k ≥ 2`` row-aligned ``(B, d)`` modalities."""
         return symile_loss(
             *modalities,
-            temperature=self.temperature,
+            temperature=self.tau(),
             negative_sampling=self.negative_sampling,
             generator=generator,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            check_values=check_values,
+            **self.options(),
         )

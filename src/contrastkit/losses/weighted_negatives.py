@@ -26,10 +26,19 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from contrastkit._checks import Reduction, check_embeddings, check_pair, check_reduction, reduce
+from contrastkit._checks import (
+    Reduction,
+    ValueChecks,
+    check_chunk_size,
+    check_module_dtype,
+    check_reduction,
+    reduce,
+    validate_pair,
+)
 from contrastkit.engine import PairRule, TilePairs, apply_tile, pairwise_lse, safe_logsumexp
 from contrastkit.engine.lse import DENSE_MAX_PAIRS, default_tile
-from contrastkit.losses._common import prepare, scale_by_temperature, validate_temperature
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
 #: ``(rows (r, d), cols (c, d)) -> (r, c)`` non-negative weights of the denominator terms.
 PairWeightFn = Callable[[Tensor, Tensor], Tensor]
@@ -109,7 +118,7 @@ class PairMLPWeights(nn.Module):
         torch.Size([4, 5])
     """
 
-    def __init__(self, dim: int, hidden: int = 16) -> None:
+    def __init__(self, dim: int, *, hidden: int = 16) -> None:
         super().__init__()
         for value, name in ((dim, "dim"), (hidden, "hidden")):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -204,6 +213,7 @@ def _learned_weight_lse(
     return torch.cat(row_lse)
 
 
+@full_precision
 def weighted_info_nce(
     a: Tensor,
     b: Tensor,
@@ -271,12 +281,10 @@ def weighted_info_nce(
         ... )
         >>> loss = weighted_info_nce(a, b, weight_fn=PairMLPWeights(16))  # AdaMEOW
     """
-    check_embeddings(a, "a", min_rows=2, check_finite=check_values)
-    check_embeddings(b, "b", check_finite=check_values)
-    check_pair(a, b)
-    check_reduction(reduction)
-    if check_values:
-        validate_temperature(temperature)
+    checks = _validate(a, b, normalize, check_values, temperature, chunk_size, reduction)
+    check_module_dtype(weight_fn, "weight_fn", a)
+    if weight_fn is not None:
+        checks.run()  # the inputs first: weight_fn's outputs are checked tile by tile
     if isinstance(negative_weights, ClusterNegativeWeights) and (
         negative_weights.row_assignments.shape[0] != a.shape[0]
         or negative_weights.col_assignments.shape[0] != b.shape[0]
@@ -286,7 +294,54 @@ def weighted_info_nce(
             f"{negative_weights.row_assignments.shape[0]} and "
             f"{negative_weights.col_assignments.shape[0]}"
         )
+    return checks.verify(
+        _weighted_losses(
+            a,
+            b,
+            negative_weights,
+            weight_fn,
+            temperature,
+            normalize,
+            reduction,
+            chunk_size,
+            check_values,
+            checks,
+            "negative_weights/weight_fn",
+        )  # fmt: skip
+    )
 
+
+def _validate(
+    a: Tensor,
+    b: Tensor,
+    normalize: bool,
+    check_values: bool,
+    temperature: float | Tensor,
+    chunk_size: int | None,
+    reduction: str,
+) -> ValueChecks:
+    checks = validate_pair(
+        a, b, normalize=normalize, check_values=check_values, temperature=temperature
+    )
+    check_reduction(reduction)
+    check_chunk_size(chunk_size)
+    return checks
+
+
+def _weighted_losses(
+    a: Tensor,
+    b: Tensor,
+    negative_weights: PairRule | None,
+    weight_fn: PairWeightFn | None,
+    temperature: float | Tensor,
+    normalize: bool,
+    reduction: Reduction,
+    chunk_size: int | None,
+    check_values: bool,
+    checks: ValueChecks,
+    weights_name: str,
+) -> Tensor:
+    """Reduced losses of validated inputs (``weights_name`` names the weights in errors)."""
     za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d)
     queries = scale_by_temperature(za, temperature)  # (B, d)
     positive = (queries * zb).sum(-1)  # (B,) s_ii, unweighted numerator
@@ -300,14 +355,15 @@ def weighted_info_nce(
         denominator = _learned_weight_lse(
             queries, za, zb, weight_fn, negative_weights, chunk_size, check_values
         )
-    if check_values and not bool(torch.isfinite(denominator).all()):
-        raise ValueError(
-            "negative_weights/weight_fn: some anchor has zero total weight in its denominator "
-            "(e.g. it shares a cluster with every sample in every clustering)"
-        )
+    checks.require(
+        (denominator > float("-inf")).all(),
+        f"{weights_name}: some anchor has zero total weight in its denominator "
+        "(e.g. it shares a cluster with every sample in every clustering)",
+    )
     return reduce(denominator - positive, reduction)
 
 
+@full_precision
 def meow_loss(
     a: Tensor,
     b: Tensor,
@@ -345,19 +401,37 @@ def meow_loss(
     Examples:
         >>> loss = meow_loss(torch.randn(8, 16), torch.randn(8, 16), torch.randint(0, 3, (8, 2)))
     """
-    return weighted_info_nce(
-        a,
-        b,
-        negative_weights=ClusterNegativeWeights.from_assignments(assignments),
-        temperature=temperature,
-        normalize=normalize,
-        reduction=reduction,
-        chunk_size=chunk_size,
-        check_values=check_values,
+    checks = _validate(a, b, normalize, check_values, temperature, chunk_size, reduction)
+    if not isinstance(assignments, Tensor) or assignments.ndim != 2:
+        raise ValueError(
+            "assignments must be an integer tensor of shape (batch, num_clusterings), got "
+            f"{getattr(assignments, 'shape', type(assignments).__name__)}"
+        )
+    if assignments.shape[0] != a.shape[0] or assignments.shape[1] < 1:
+        raise ValueError(
+            f"assignments must have shape ({a.shape[0]}, K >= 1), got {tuple(assignments.shape)}"
+        )
+    if assignments.is_floating_point():
+        raise ValueError(f"assignments must be integer cluster ids, got {assignments.dtype}")
+    weights = ClusterNegativeWeights.from_assignments(assignments)
+    return checks.verify(
+        _weighted_losses(
+            a,
+            b,
+            weights,
+            None,
+            temperature,
+            normalize,
+            reduction,
+            chunk_size,
+            check_values,
+            checks,
+            "assignments",
+        )  # fmt: skip
     )
 
 
-class WeightedInfoNCELoss(nn.Module):
+class WeightedInfoNCELoss(LossModule):
     """Module wrapper of :func:`weighted_info_nce` (MEOW / AdaMEOW weighted negatives).
 
     Inputs: ``forward(a, b, negative_weights=None)`` with paired ``(B, d)`` rows and an
@@ -374,30 +448,30 @@ class WeightedInfoNCELoss(nn.Module):
 
     def __init__(
         self,
+        *,
         weight_fn: PairWeightFn | None = None,
-        temperature: float = 0.9,
+        temperature: float | Tensor | nn.Module = 0.9,
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        validate_temperature(temperature)
-        check_reduction(reduction)
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
         self.weight_fn = weight_fn
-        self.temperature = temperature
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
 
     def forward(self, a: Tensor, b: Tensor, negative_weights: PairRule | None = None) -> Tensor:
-        """Loss of ``(B, d)`` anchors against paired positives with weighted negatives."""
+        """Loss of paired ``(B, d)`` views under the negative weights."""
         return weighted_info_nce(
             a,
             b,
             negative_weights=negative_weights,
             weight_fn=self.weight_fn,
-            temperature=self.temperature,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
+            temperature=self.tau(),
+            **self.options(),
         )

@@ -11,8 +11,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from contrastkit._checks import Reduction, check_embeddings, check_reduction, reduce
-from contrastkit.losses._common import validate_temperature
+from contrastkit._checks import (
+    Reduction,
+    check_reduction,
+    reduce,
+    validate_embeddings,
+    validate_views,
+)
+from contrastkit.losses._base import LossModule
+from contrastkit.losses._common import full_precision
 from contrastkit.losses.info_nce import info_nce
 
 
@@ -33,8 +40,8 @@ def _check_eps(eps: float) -> None:
 
 def group_whiten(
     x: Tensor,
-    num_groups: int,
     *,
+    num_groups: int,
     permutation: Tensor | None = None,
     eps: float = 1e-5,
     whitening_gradient: bool = False,
@@ -75,7 +82,7 @@ def group_whiten(
         >>> bool(torch.allclose(cov, torch.eye(4), atol=1e-4))
         True
     """
-    check_embeddings(x, "x", min_rows=2, check_finite=check_values)
+    validate_embeddings(x, "x", min_rows=2, check_values=check_values).run()
     num_rows, num_features = x.shape
     _check_groups(num_features, num_groups)
     _check_eps(eps)
@@ -143,6 +150,7 @@ class ShuffledGroupWhitening(nn.Module):
     def __init__(
         self,
         num_features: int,
+        *,
         num_groups: int = 128,
         num_pos: int = 3,
         shuffle: bool = True,
@@ -184,7 +192,7 @@ class ShuffledGroupWhitening(nn.Module):
             out.append(
                 group_whiten(
                     view,
-                    self.num_groups,
+                    num_groups=self.num_groups,
                     permutation=permutation,
                     eps=self.eps,
                     whitening_gradient=self.whitening_gradient,
@@ -193,6 +201,7 @@ class ShuffledGroupWhitening(nn.Module):
         return torch.stack(out, dim=1)  # (B, P, D)
 
 
+@full_precision
 def whitened_cse_loss(
     views: Tensor,
     *,
@@ -237,14 +246,10 @@ def whitened_cse_loss(
     Examples:
         >>> loss = whitened_cse_loss(torch.randn(8, 3, 16))
     """
-    check_embeddings(views, "views", ndim=3, min_rows=2, check_finite=check_values)
-    if views.shape[1] < 2:
-        raise ValueError(
-            f"views must have shape (batch, positives >= 2, dim), got {tuple(views.shape)}"
-        )
+    checks = validate_views(
+        views, normalize=normalize, check_values=check_values, temperature=temperature
+    )
     check_reduction(reduction)
-    if check_values:
-        validate_temperature(temperature)
     anchor = views[:, 0]  # (B, d)
     losses = [
         info_nce(
@@ -258,10 +263,10 @@ def whitened_cse_loss(
         )
         for p in range(1, views.shape[1])
     ]
-    return reduce(torch.stack(losses).sum(0), reduction)  # (B,) summed over positives
+    return checks.verify(reduce(torch.stack(losses).sum(0), reduction))  # (B,) Σ positives
 
 
-class WhitenedCSELoss(nn.Module):
+class WhitenedCSELoss(LossModule):
     """Module wrapper of :func:`whitened_cse_loss`.
 
     Inputs: ``forward(views)`` with ``(B, P, d)`` embeddings, view 0 the anchor. Use it with
@@ -276,25 +281,21 @@ class WhitenedCSELoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.05,
+        *,
+        temperature: float | Tensor | nn.Module = 0.05,
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        check_values: bool = True,
     ) -> None:
-        super().__init__()
-        validate_temperature(temperature)
-        check_reduction(reduction)
-        self.temperature = temperature
-        self.normalize = normalize
-        self.reduction: Reduction = reduction
-        self.chunk_size = chunk_size
+        super().__init__(
+            temperature=temperature,
+            normalize=normalize,
+            reduction=reduction,
+            chunk_size=chunk_size,
+            check_values=check_values,
+        )
 
     def forward(self, views: Tensor) -> Tensor:
-        """Loss of ``(B, P, d)`` views (anchor first)."""
-        return whitened_cse_loss(
-            views,
-            temperature=self.temperature,
-            normalize=self.normalize,
-            reduction=self.reduction,
-            chunk_size=self.chunk_size,
-        )
+        """Loss of ``(B, P, d)`` views: view 0 is the anchor, the others its positives."""
+        return whitened_cse_loss(views, temperature=self.tau(), **self.options())

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from contrastkit._optional import require
 from contrastkit.metrics._common import check_int, prepare
 
 
@@ -154,8 +155,7 @@ def iter_blocks(
     starts = range(0, n, chunk_size)
     iterator: Iterator[int] = iter(starts)
     if progress:
-        from tqdm.auto import tqdm
-
+        tqdm = require("tqdm.auto", "analyze", "progress=True").tqdm
         iterator = iter(tqdm(starts, desc=desc, unit="block", leave=False))
     for start in iterator:
         stop = min(start + chunk_size, n)

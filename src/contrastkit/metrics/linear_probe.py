@@ -9,6 +9,7 @@ import numpy as np
 from torch import Tensor
 
 from contrastkit._checks import check_embeddings
+from contrastkit._optional import require
 from contrastkit.metrics._common import check_class_labels, check_int
 
 
@@ -72,6 +73,7 @@ def linear_probe(
         1.0
 
     """
+    require("sklearn", "train", "linear_probe")
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
