@@ -14,7 +14,14 @@ import sys
 from contrastkit import __version__
 
 #: The extra of contrastkit that installs what each sub-command needs.
-_EXTRAS = {"bench": "dev", "train": "train", "recipes": "train", "eval": "train"}
+_EXTRAS = {
+    "bench": "dev",
+    "train": "train",
+    "recipes": "train",
+    "eval": "train",
+    "embed": "train",
+    "sweep": "train",
+}
 #: Optional dependencies by the extra that installs them (for the error message).
 _EXTRA_OF_MODULE = {
     "kornia": "train",
