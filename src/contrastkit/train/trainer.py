@@ -378,6 +378,11 @@ class Trainer:
         o = self.cfg["optim"]
         if o["lr"] <= 0:
             raise ConfigError(f"optim.lr: expected > 0, got {o['lr']}")
+        if o["lr_batch"] < 0:
+            raise ConfigError(f"optim.lr_batch: expected >= 0 (0: off), got {o['lr_batch']}")
+        lr = float(o["lr"])
+        if o["lr_batch"] > 0:  # the linear scaling rule (Goyal et al. 2017)
+            lr *= self.cfg["train"]["batch_size"] / o["lr_batch"]
         objective_params = {id(p) for p in self.model.objectives.parameters()}
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         groups = [
@@ -390,8 +395,8 @@ class Trainer:
         if extra:  # learnable temperature / bias: no weight decay (as CLIP's logit scale)
             groups.append({"params": extra, "weight_decay": 0.0})
         if o["name"] == "sgd":
-            return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"])
-        return torch.optim.AdamW(groups, lr=float(o["lr"]))
+            return torch.optim.SGD(groups, lr=lr, momentum=o["momentum"])
+        return torch.optim.AdamW(groups, lr=lr)
 
     def _lr_factor(self, step: int) -> float:
         warmup = self.cfg["optim"]["warmup_steps"]
