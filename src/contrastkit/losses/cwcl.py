@@ -68,7 +68,7 @@ def warn_if_flat(share: Tensor, batch: int) -> None:
             "true pair; this happens with (cos + 1) / 2 on sentence embeddings whose cosines are "
             "all similar. Use a sharper kernel: weight_temperature=0.05 (or 0.1).",
             FlatWeightsWarning,
-            stacklevel=3,
+            stacklevel=4,  # warn_if_flat <- cwcl <- full_precision wrapper <- the caller
         )
 
 
