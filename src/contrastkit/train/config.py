@@ -135,6 +135,7 @@ DEFAULTS: dict[str, Any] = {
         "epochs_per_task": [],
         "joint": False,
         "eval_knn": True,
+        "random_text": False,
     },
 }
 

@@ -26,6 +26,10 @@ a bank of training rows of the seen classes (``continual.eval_knn``).
 
 ``joint = true`` is the upper bound: task ``t`` trains on the data of every task up to ``t``.
 
+``random_text = true`` replaces the class descriptions' MiniLM embeddings by random unit vectors
+(one per class, seeded): a control telling the language from the mere presence of a per-class
+target in a ``pairing = "text"`` term.
+
 Exact resume: the checkpoint holds the model, the teacher, the optimizer and scheduler of the
 current task, the buffer, the measured rows and the position (task, epoch, step). Every random
 choice (sample order, replayed rows, random selection, augmentation) is drawn from a generator
@@ -352,6 +356,10 @@ class ContinualTrainer:
 
             # one embedding per class description, indexed by label (no per-row text)
             self.class_raw = embed_texts(class_texts(cfg, self.train_set.class_names))
+            if cfg["continual"]["random_text"]:  # control: same loss, no language
+                g = torch.Generator().manual_seed(cfg["seed"] + 1)
+                noise = torch.randn(self.class_raw.shape, generator=g)
+                self.class_raw = F.normalize(noise, dim=1)
             text_dim = int(self.class_raw.shape[1])
         m = cfg["model"]
         if text_dim and m["text_head"] == "none" and text_dim != m["proj_dim"]:
