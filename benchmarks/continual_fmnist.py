@@ -41,6 +41,15 @@ BUDGET: dict[str, Any] = {
     "train.log_every": 10,
 }
 TERMS = ("ce", "nspt", "mm")
+# --data wordnet: WordNet noun glosses (frozen MiniLM, 384-d) classified by lexicographer file,
+# an MLP encoder, the synset's own words as each row's text (benchmarks/wordnet_lexfile.py).
+WORDNET: dict[str, Any] = {
+    "data.format": "embeddings",
+    "data.paired_key": "text",
+    "data.train_subset": 0,
+    "model.encoder": "mlp",
+    "model.mlp_hidden": [256],
+}
 KD = "contrastkit.train.continual:FeatureDistillation"
 
 
@@ -232,9 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chosen", help="skip validation: a JSON file with the chosen values")
     p.add_argument("--epochs", type=int, default=1, help="epochs per task")
     p.add_argument("--name", default="continual_fmnist", help="results file names")
+    p.add_argument("--data", choices=("fmnist", "wordnet"), default="fmnist")
+    p.add_argument("--wordnet-dir", default="runs/wordnet", help="wordnet_lexfile.py --out")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     BUDGET["train.epochs"] = args.epochs
+    if args.data == "wordnet":
+        BUDGET.update(WORDNET)
+        BUDGET["data.path"] = str(Path(args.wordnet_dir) / "train.npz")
+        BUDGET["data.test_path"] = str(Path(args.wordnet_dir) / "test.npz")
     work = Path(args.work)
     if args.chosen:
         val = json.loads(Path(args.chosen).read_text())

@@ -164,3 +164,19 @@ def test_interrupted_run_equals_uninterrupted(tmp_path, stop_at):
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_teacher_is_the_model_at_the_end_of_the_previous_task(tmp_path):
+    cfg = tiny_cfg(**{"train.checkpoint_every": 0})
+    first = ContinualTrainer(cfg, tmp_path / "run")
+    first.fit(stop_after_steps=first.spec.epochs[0] * first.steps_per_epoch(0))  # end of task 0
+    end_of_task0 = {k: v.clone() for k, v in first.model.state_dict().items()}
+    second = ContinualTrainer(cfg, tmp_path / "run", resume=True)
+    second.fit(stop_after_steps=2)  # two steps into task 1
+    assert second.task == 1 and second.teacher is not None
+    for k, v in second.teacher.state_dict().items():
+        torch.testing.assert_close(v, end_of_task0[k], rtol=0, atol=0)
+    changed = [
+        k for k, v in second.model.state_dict().items() if not torch.equal(v, end_of_task0[k])
+    ]
+    assert changed  # the student moved on, the teacher did not

@@ -353,8 +353,20 @@ class ContinualTrainer:
                 "set continual.teacher = true"
             )
         self.class_raw: Tensor | None = None
+        self.row_text: Tensor | None = None
         text_dim = 0
-        if any(term.pairing == "text" for term in terms.values()):
+        pairs_text = any(term.pairing == "text" for term in terms.values())
+        if pairs_text and self.train_set.paired is not None:
+            # a second modality per row (data.paired_key): each row's own text, as the paper's
+            # per-utterance transcription
+            if cfg["continual"]["random_text"]:
+                raise ConfigError(
+                    "continual.random_text: replaces class descriptions; the data has its own "
+                    "paired rows (data.paired_key)"
+                )
+            self.row_text = self.train_set.paired.float()
+            text_dim = int(self.row_text.shape[1])
+        elif pairs_text:
             from contrastkit.data.text import embed_texts
 
             # one embedding per class description, indexed by label (no per-row text)
@@ -486,7 +498,10 @@ class ContinualTrainer:
         assert model.classifier is not None
         logits = model.classifier(feats).masked_fill(~seen, _MASKED)
         text_raw = text = None
-        if self.class_raw is not None:
+        if self.row_text is not None:
+            text_raw = self.row_text[positions].to(self.device)
+            text = model.embed_text(text_raw)
+        elif self.class_raw is not None:
             text_raw = self.class_raw.to(self.device)[labels]
             text = model.embed_text(text_raw)
         teacher = None
@@ -882,6 +897,7 @@ def plot_accuracy_curves(
         if avgs.shape[0] > 1:
             std = avgs.std(0)
             ax.fill_between(x, (mean - std).tolist(), (mean + std).tolist(), alpha=0.2)
+    ax.set_xticks(list(range(1, max(len(m) for runs in curves.values() for m in runs) + 1)))
     ax.set_xlabel("tasks learned")
     ax.set_ylabel("average accuracy on the tasks seen")
     ax.set_ylim(0, 1)
