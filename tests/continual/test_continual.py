@@ -180,3 +180,36 @@ def test_teacher_is_the_model_at_the_end_of_the_previous_task(tmp_path):
         k for k, v in second.model.state_dict().items() if not torch.equal(v, end_of_task0[k])
     ]
     assert changed  # the student moved on, the teacher did not
+
+
+def test_rows_with_their_own_text_feed_the_multimodal_term(tmp_path):
+    import numpy as np
+
+    g = np.random.default_rng(0)
+    for split, n in (("train", 400), ("test", 100)):
+        label = np.arange(n) % 4
+        x = g.normal(size=(n, 8)).astype(np.float32) + label[:, None]
+        text = g.normal(size=(n, 6)).astype(np.float32)
+        np.savez(tmp_path / f"{split}.npz", x=x, label=label, text=text)
+    cfg = tiny_cfg(
+        **{
+            "data.format": "embeddings",
+            "data.path": str(tmp_path / "train.npz"),
+            "data.test_path": str(tmp_path / "test.npz"),
+            "data.paired_key": "text",
+            "data.train_subset": 0,
+            "data.eval_test_subset": 0,
+            "model.encoder": "mlp",
+            "model.mlp_hidden": [16],
+            "continual.tasks": 2,
+            "continual.buffer_size": 8,
+        }
+    )
+    trainer = ContinualTrainer(cfg, tmp_path / "run")
+    assert trainer.row_text is not None and trainer.class_raw is None
+    res = trainer.fit()
+    assert [len(r) for r in res["accuracy_matrix"]] == [1, 2]
+    with pytest.raises(ConfigError, match="continual.random_text"):
+        ContinualTrainer(
+            {**cfg, "continual": {**cfg["continual"], "random_text": True}}, tmp_path / "x"
+        )
