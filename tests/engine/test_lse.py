@@ -298,7 +298,8 @@ def test_kept_and_recomputed_logits_give_the_same_values_and_gradients(mode, row
             a, c, pairs, rows=rows, columns=columns, chunk_size=chunk, memory_budget=budget
         )
         sides = [s for s in (res.rows, res.columns) if s is not None]
-        assert _kept_numel(sides[0].lse) == (n * m if budget is None else 0)
+        if chunk is not None or budget == 0:  # (chunk None, budget None: plain autograd)
+            assert _kept_numel(sides[0].lse) == (n * m if budget is None else 0)
         loss = sum(
             (torch.where(torch.isfinite(s.lse), s.lse, 0) * torch.linspace(0.5, 2, s.lse.numel()))
             .to(torch.float64)
@@ -347,11 +348,13 @@ def test_kept_logits_cost_three_matrix_products_recomputed_four():
 def test_logits_are_kept_only_when_they_fit_and_a_gradient_is_needed():
     a, c = torch.randn(64, 4, requires_grad=True), torch.randn(32, 4, requires_grad=True)
     size = 64 * 32 * 4  # float32 bytes of S
-    assert _kept_numel(pairwise_lse(a, c, memory_budget=size).rows.lse) == 64 * 32
-    assert _kept_numel(pairwise_lse(a, c, memory_budget=size - 1).rows.lse) == 0
-    assert _kept_numel(pairwise_lse(a, c, chunk_size=8, memory_budget=size).rows.lse) == 64 * 32
-    with torch.no_grad():
-        assert pairwise_lse(a, c).rows.lse.grad_fn is None
+    for chunk in (8, 40):
+        kept = pairwise_lse(a, c, chunk_size=chunk, memory_budget=size).rows.lse
+        assert _kept_numel(kept) == 64 * 32
+        recomputed = pairwise_lse(a, c, chunk_size=chunk, memory_budget=size - 1).rows.lse
+        assert _kept_numel(recomputed) == 0
+        with torch.no_grad():
+            assert pairwise_lse(a, c, chunk_size=chunk).rows.lse.grad_fn is None
     for bad in (-1, 1.5, True, "1GiB"):
         with pytest.raises(ValueError, match="memory_budget"):
             pairwise_lse(a, c, memory_budget=bad)
@@ -370,3 +373,25 @@ def test_kept_logits_are_freed_after_backward_while_the_loss_lives():
     loss.backward()
     gc.collect()
     assert kept() is None  # the caller still holds `loss` and `res`, not the n x m logits
+
+
+def test_small_dense_problems_use_plain_autograd_and_match_the_function():
+    from contrastkit.engine.lse import AUTOGRAD_MAX_PAIRS
+
+    g = torch.Generator().manual_seed(5)
+    n = int(AUTOGRAD_MAX_PAIRS**0.5)
+    a0 = torch.randn(n, 8, dtype=torch.float64, generator=g)
+    ids = torch.randint(0, n // 4, (n,), generator=g)
+    labels = torch.randint(0, 5, (n,), generator=g)
+    pairs = Pairs(row_ids=ids, col_ids=ids, row_labels=labels, col_labels=labels)
+    outs = []
+    for budget in (None, 0):  # autograd (S kept by autograd) / the Function, recomputing S
+        a = a0.clone().requires_grad_()
+        res = pairwise_lse(a, a.flip(0), pairs, rows=True, columns=True, memory_budget=budget)
+        name = type(res.rows.lse.grad_fn).__name__
+        assert ("TiledLSE" in name) == (budget == 0), name
+        loss = res.rows.lse.sum() + 0.5 * res.columns.lse.sum() - res.rows.weighted_sum.sum()
+        loss.backward()
+        outs.append((res.rows.lse, res.columns.lse, res.columns.weight_total, a.grad))
+    for x, y in zip(*outs, strict=True):
+        torch.testing.assert_close(x, y)
