@@ -34,8 +34,8 @@ allocated once per call and reused (no ``tile²`` allocation per block).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
