@@ -89,6 +89,7 @@ DEFAULTS: dict[str, Any] = {
     "optim": {
         "name": "adamw",
         "lr": 2e-3,
+        "lr_batch": 0,  # > 0: lr is for this batch size, scaled linearly to train.batch_size
         "momentum": 0.9,
         "weight_decay": 1e-4,
         "warmup_steps": 50,
