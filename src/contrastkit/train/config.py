@@ -123,6 +123,21 @@ DEFAULTS: dict[str, Any] = {
         "epoch_geometry": True,
         "zero_shot": False,
     },
+    # class-incremental training (contrastkit.train.continual); tasks = 0: ordinary training
+    "continual": {
+        "tasks": 0,
+        "classes_per_task": 2,
+        "class_order": [],
+        "order_seed": 0,
+        "buffer_size": 200,
+        "selection": "random",
+        "replay_batch_size": 64,
+        "teacher": True,
+        "epochs_per_task": [],
+        "joint": False,
+        "eval_knn": True,
+        "random_text": False,
+    },
 }
 
 # One loss term of the [objectives] table (``[objective]`` is short for ``[objectives.main]``).
@@ -147,6 +162,7 @@ _CHOICES = {
     "model.text_head": ("none", "linear", "mlp"),
     "optim.schedule": ("cosine", "constant"),
     "train.precision": ("fp32", "bf16", "fp16"),
+    "continual.selection": ("random", "herding"),
 }
 
 
