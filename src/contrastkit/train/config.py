@@ -85,7 +85,12 @@ DEFAULTS: dict[str, Any] = {
         "text_head": "none",
     },
     "objectives": {},
-    "text": {"template": "a photo of a {}.", "descriptions": []},
+    "text": {
+        "template": "a photo of a {}.",
+        "descriptions": [],
+        "captions": False,
+        "control": "none",
+    },
     "optim": {
         "name": "adamw",
         "lr": 2e-3,
@@ -159,6 +164,7 @@ _CHOICES = {
     "optim.name": ("adamw", "sgd"),
     "model.pool": ("avg", "fc"),
     "model.text_tower": ("minilm-frozen", "minilm"),
+    "text.control": ("none", "shuffled", "shuffled-in-class", "class-random"),
     "model.text_head": ("none", "linear", "mlp"),
     "optim.schedule": ("cosine", "constant"),
     "train.precision": ("fp32", "bf16", "fp16"),
