@@ -141,7 +141,8 @@ def render(payload: dict[str, Any]) -> str:
         "that interleave all implementations in a rotating order (at least 3 rounds, and at least "
         "1 s of steps each for fast ones); the median is reported. 'roofline' = the matrix "
         "products the loss needs at least (3 · 2·n·m·d; 2 for MoCo's constant queue) at the "
-        "matmul rate measured in the same process, ÷ the measured time. 'vs peer' = contrastkit "
+        "matmul rate measured in the same process just before (median of 5 products of "
+        "2048 × d × 2048), ÷ the measured time. 'vs peer' = contrastkit "
         "÷ the fastest peer; 'vs naive' = contrastkit ÷ the naive dense PyTorch version. "
         "Dense implementations predicted to need more than the memory cap are skipped, and a "
         "configuration predicted to take too long is skipped (both say so).",
