@@ -274,6 +274,11 @@ class _TiledLSE(torch.autograd.Function):
         col_wt = a.new_zeros(m) if columns and weighted else empty
         tr, tc = _blocks(n, m, tile, keep)
         single = tr == n and tc == m
+        # Rows only and S kept: each block holds full rows, so its row max is final; the kept
+        # buffer then holds E = exp(S - max) (one exp pass, in place) and backward needs only
+        # the row scaling P = E / Σ_j E (no second exp pass).
+        keep_exp = keep and rows and not columns
+        row_total = a.new_empty(n) if keep_exp else empty
         # One buffer for S (kept: all of it, else one block), one for exp/weights; reused.
         s_flat = a.new_empty(n * m if keep else tr * tc)
         e_flat = a.new_empty(tr * tc)
@@ -301,6 +306,13 @@ class _TiledLSE(torch.autograd.Function):
                             col_ws[c0:c1] += e.sum(0)
                             col_wt[c0:c1] += tp.weight.sum(0)
                     _apply_tile_(s, tp)
+                if keep_exp:
+                    peak = s.amax(1)
+                    shift = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+                    s.sub_(shift[:, None]).exp_()  # E; excluded pairs: exp(-inf) = 0
+                    torch.sum(s, 1, out=row_total[r0:r1])
+                    row_lse[r0:r1] = torch.log(row_total[r0:r1]) + shift
+                    continue
                 if single:  # the whole S is this tile: fused log-sum-exp, no running state
                     lse_fn = safe_logsumexp if tp is not None else torch.logsumexp
                     row_lse = lse_fn(s, 1) if rows else empty
@@ -310,14 +322,16 @@ class _TiledLSE(torch.autograd.Function):
                     _online_update(s, 1, run_max, run_sum, e)
                 if columns:
                     _online_update(s, 0, col_max[c0:c1], col_sum[c0:c1], e)
-            if rows and not single:
+            if rows and not single and not keep_exp:
                 row_lse[r0:r1] = torch.log(run_sum) + run_max
-        if not single:
+        if not single or keep_exp:
             col_lse = torch.log(col_sum) + col_max if columns else empty
         # The kept (masked) S goes through save_for_backward so that autograd frees it after
         # backward even while the caller still holds the loss.
-        ctx.save_for_backward(a, c, row_lse, col_lse, s_flat.view(n, m) if keep else empty)
+        kept = s_flat.view(n, m) if keep else empty
+        ctx.save_for_backward(a, c, row_lse, col_lse, kept, row_total)
         ctx.pairs, ctx.rows, ctx.columns, ctx.keep = pairs, rows, columns, keep
+        ctx.keep_exp = keep_exp
         ctx.blocks = (tr, tc)
         ctx.mark_non_differentiable(row_wt, col_wt)
         return row_lse, row_ws, row_wt, col_lse, col_ws, col_wt
@@ -332,7 +346,7 @@ class _TiledLSE(torch.autograd.Function):
         g_col_ws: Tensor,
         _g_col_wt: Tensor,
     ) -> tuple[Tensor | None, ...]:
-        a, c, row_lse, col_lse, kept = ctx.saved_tensors
+        a, c, row_lse, col_lse, kept, row_total = ctx.saved_tensors
         pairs: PairRule | None = ctx.pairs
         rows: bool = ctx.rows
         columns: bool = ctx.columns
@@ -346,6 +360,9 @@ class _TiledLSE(torch.autograd.Function):
         # shift gives exp(-inf - shift) = 0 there.
         lowest = torch.finfo(a.dtype).min  # clamp keeps NaN (never hides one)
         row_shift, col_shift = row_lse.clamp(min=lowest), col_lse.clamp(min=lowest)
+        row_scale = a.new_empty(0)
+        if ctx.keep_exp:  # P = E / Σ_j E: the row's gradient over its total (0 if none counted)
+            row_scale = torch.where(row_total == 0, 0.0, g_row_lse / row_total)
         tr, tc = ctx.blocks
         s_flat = kept.view(-1) if keep else a.new_empty(tr * tc)
         g_flat = a.new_empty(tr * tc)
@@ -370,7 +387,9 @@ class _TiledLSE(torch.autograd.Function):
                     if tp is not None:
                         _apply_tile_(s, tp)
                 # g = dL/dS for this tile, built in place.
-                if rows:
+                if ctx.keep_exp:
+                    torch.mul(s, row_scale[r0:r1, None], out=g)
+                elif rows:
                     torch.sub(s, row_shift[r0:r1, None], out=g).exp_()
                     g.mul_(g_row_lse[r0:r1, None])
                     if columns:
