@@ -141,6 +141,7 @@ def test_run_writes_metrics_and_teacher_is_the_previous_model(tmp_path):
         "forgetting",
         "backward_transfer",
         "knn_final_average_accuracy",
+        "ncm_final_average_accuracy",
     ):
         assert key in saved
     assert (tmp_path / "run" / "plots" / "accuracy.png").is_file()
@@ -158,6 +159,7 @@ def test_interrupted_run_equals_uninterrupted(tmp_path, stop_at):
     out = resumed.fit()
     assert out["accuracy_matrix"] == full["accuracy_matrix"]
     assert out["knn_accuracy_matrix"] == full["knn_accuracy_matrix"]
+    assert out["ncm_accuracy_matrix"] == full["ncm_accuracy_matrix"]
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["model"]
     for k in a:

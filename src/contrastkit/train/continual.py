@@ -21,8 +21,11 @@ classes seen so far. A ``CrossEntropy`` term is required (it trains that head).
 
 After each task the accuracy on every task seen so far is measured on the test (or validation)
 split: the accuracy matrix ``R[t][j]`` and its summaries (:mod:`contrastkit.metrics.continual`),
-and, as a diagnostic of the representation alone, a kNN accuracy on the backbone's features with
-a bank of training rows of the seen classes (``continual.eval_knn``).
+and two diagnostics that leave the linear head out: iCaRL's nearest-class-mean classifier (cosine
+to the mean backbone feature of each class's buffer rows; runs with a buffer only) and a kNN
+accuracy on the backbone's features with a bank of training rows of the seen classes
+(``continual.eval_knn``; an upper view of the representation, since that bank is not available
+to a continual learner).
 
 ``joint = true`` is the upper bound: task ``t`` trains on the data of every task up to ``t``.
 
@@ -385,6 +388,7 @@ class ContinualTrainer:
         self.teacher: TrainModel | None = None
         self.matrix: list[list[float]] = []
         self.knn_matrix: list[list[float]] = []
+        self.ncm_matrix: list[list[float]] = []
         self.task, self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0, 0
         self.elapsed = 0.0
         self.task_started = False  # the current task's optimizer and teacher exist
@@ -567,6 +571,18 @@ class ContinualTrainer:
             rows = torch.isin(self._test_labels, torch.tensor(classes))
             row.append(float((pred[rows] == self._test_labels[rows]).float().mean()))
         self.matrix.append(row)
+        stored = self.buffer.positions()
+        if len(stored):  # iCaRL's nearest-class-mean classifier on the buffer's features
+            bank = F.normalize(self._features(stored, self.train_set), dim=1)
+            stored_labels = self._train_labels[stored]
+            means = torch.stack([bank[stored_labels == c].mean(0) for c in seen])
+            sims = F.normalize(feats, dim=1) @ F.normalize(means, dim=1).T
+            ncm_pred = seen_t[sims.argmax(1)]
+            ncm_row = []
+            for classes in self.spec.tasks[: self.task + 1]:
+                rows = torch.isin(self._test_labels, torch.tensor(classes))
+                ncm_row.append(float((ncm_pred[rows] == self._test_labels[rows]).float().mean()))
+            self.ncm_matrix.append(ncm_row)
         if self.spec.eval_knn:
             bank_rows = torch.nonzero(torch.isin(self._train_labels, seen_t)).flatten()
             g = torch.Generator().manual_seed(self.cfg["seed"])
@@ -608,6 +624,7 @@ class ContinualTrainer:
             "buffer": self.buffer.state_dict(),
             "matrix": self.matrix,
             "knn_matrix": self.knn_matrix,
+            "ncm_matrix": self.ncm_matrix,
             "rng": ckpt.rng_state(),
             "position": {
                 "task": self.task,
@@ -628,6 +645,7 @@ class ContinualTrainer:
         self.buffer.load_state_dict(state["buffer"])
         self.matrix = [list(r) for r in state["matrix"]]
         self.knn_matrix = [list(r) for r in state["knn_matrix"]]
+        self.ncm_matrix = [list(r) for r in state["ncm_matrix"]]
         self.elapsed = float(state["elapsed_s"])
         self.task_started = bool(state["task_started"])
         if self.task_started:
@@ -779,6 +797,9 @@ class ContinualTrainer:
             "accuracy_matrix": self.matrix,
             **continual_summary(self.matrix),
         }
+        if len(self.ncm_matrix) == len(self.matrix):
+            out["ncm_accuracy_matrix"] = self.ncm_matrix
+            out.update({f"ncm_{k}": v for k, v in continual_summary(self.ncm_matrix).items()})
         if self.knn_matrix:
             out["knn_accuracy_matrix"] = self.knn_matrix
             out.update({f"knn_{k}": v for k, v in continual_summary(self.knn_matrix).items()})
@@ -815,7 +836,7 @@ def write_continual_outputs(
     for t, row in enumerate(matrix):
         cells = [f"{v:.4f}" for v in row] + [""] * (len(matrix) - len(row))
         lines.append(f"| {t} | " + " | ".join(cells) + f" | {sum(row) / len(row):.4f} |")
-    lines += ["", "| metric | head | kNN (features) |", "|---|---|---|"]
+    lines += ["", "| metric | head | NCM (buffer means) | kNN (features) |", "|---|---|---|---|"]
     for key in (
         "final_average_accuracy",
         "average_incremental_accuracy",
@@ -823,9 +844,9 @@ def write_continual_outputs(
         "backward_transfer",
     ):
         if key in results:
-            knn = results.get(f"knn_{key}")
-            knn_s = f"{knn:.4f}" if knn is not None else "-"
-            lines.append(f"| {key} | {results[key]:.4f} | {knn_s} |")
+            other = [results.get(f"{kind}_{key}") for kind in ("ncm", "knn")]
+            ncm_knn = " | ".join(f"{v:.4f}" if v is not None else "-" for v in other)
+            lines.append(f"| {key} | {results[key]:.4f} | {ncm_knn} |")
     if plot is not None:
         lines += ["", f"![accuracy after each task]({plot})"]
     (run / "report.md").write_text("\n".join(lines) + "\n")
