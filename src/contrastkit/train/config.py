@@ -85,10 +85,16 @@ DEFAULTS: dict[str, Any] = {
         "text_head": "none",
     },
     "objectives": {},
-    "text": {"template": "a photo of a {}.", "descriptions": []},
+    "text": {
+        "template": "a photo of a {}.",
+        "descriptions": [],
+        "captions": False,
+        "control": "none",
+    },
     "optim": {
         "name": "adamw",
         "lr": 2e-3,
+        "lr_batch": 0,  # > 0: lr is for this batch size, scaled linearly to train.batch_size
         "momentum": 0.9,
         "weight_decay": 1e-4,
         "warmup_steps": 50,
@@ -158,6 +164,7 @@ _CHOICES = {
     "optim.name": ("adamw", "sgd"),
     "model.pool": ("avg", "fc"),
     "model.text_tower": ("minilm-frozen", "minilm"),
+    "text.control": ("none", "shuffled", "shuffled-in-class", "class-random"),
     "model.text_head": ("none", "linear", "mlp"),
     "optim.schedule": ("cosine", "constant"),
     "train.precision": ("fp32", "bf16", "fp16"),

@@ -54,9 +54,10 @@ from contrastkit.data.augment import (
 from contrastkit.data.dataset import ArrayDataset, stratified_split
 from contrastkit.data.sources import load_data
 from contrastkit.data.variants import class_split_indices, long_tailed_indices
+from contrastkit.train import captioning, evaluation
 from contrastkit.train import checkpoint as ckpt
 from contrastkit.train import config as config_mod
-from contrastkit.train import evaluation
+from contrastkit.train.collapse import CollapseMonitor
 from contrastkit.train.config import ConfigError
 from contrastkit.train.encoder import build_encoder, feature_dim
 from contrastkit.train.log import RunLog, read_records
@@ -199,13 +200,14 @@ def build(cfg: Mapping[str, Any], world_size: int = 1) -> Setup:
         ConfigError / DataError: naming the key or file at fault.
     """
     train, bank, test = build_datasets(cfg)
+    train = captioning.attach_captions(cfg, train)  # text.captions: one caption per image
     pairs_text = any(t["pairing"] == "text" for t in cfg["objectives"].values())
     tower = cfg["model"]["text_tower"]
     names = train.class_names
     class_text = None
     if (pairs_text or cfg["eval"]["zero_shot"]) and train.paired is None:
         if cfg["eval"]["zero_shot"] or train.texts is None:
-            class_text = class_texts(cfg, names)
+            class_text = captioning.caption_class_texts(cfg, names) or class_texts(cfg, names)
         if train.texts is None:  # pair each row with its class description
             if train.labels is None:
                 raise ConfigError("objectives: text pairing needs texts or labels in the data")
@@ -220,7 +222,7 @@ def build(cfg: Mapping[str, Any], world_size: int = 1) -> Setup:
             from contrastkit.data.text import embed_texts
 
             assert train.texts is not None
-            train = train.with_paired(embed_texts(train.texts))
+            train = captioning.apply_control(cfg, train.with_paired(embed_texts(train.texts)))
             text_dim = train.paired.shape[1]  # type: ignore[union-attr]
             if class_text is not None:
                 class_raw = embed_texts(class_text)
@@ -346,6 +348,11 @@ class Trainer:
         pairs_views = any(term.pairing == "views" for term in self.terms.values())
         self.num_views = t["views"] if pairs_views else 1
         self.augment = build_views(cfg, self.train_set)
+        local_batch, proj_dim = t["batch_size"] // self.ctx.world_size, cfg["model"]["proj_dim"]
+        self.collapse = CollapseMonitor(
+            self.terms, self.num_views, local_batch, proj_dim, self.device
+        )
+        self.last_losses: dict[str, float] = {}  # each term's latest logged loss
         # A frozen backbone on un-augmented inputs computes the same features every epoch:
         # compute them once and train the heads on the cache.
         self.feature_cache: Tensor | None = None
@@ -372,6 +379,11 @@ class Trainer:
         o = self.cfg["optim"]
         if o["lr"] <= 0:
             raise ConfigError(f"optim.lr: expected > 0, got {o['lr']}")
+        if o["lr_batch"] < 0:
+            raise ConfigError(f"optim.lr_batch: expected >= 0 (0: off), got {o['lr_batch']}")
+        lr = float(o["lr"])
+        if o["lr_batch"] > 0:  # the linear scaling rule (Goyal et al. 2017)
+            lr *= self.cfg["train"]["batch_size"] / o["lr_batch"]
         objective_params = {id(p) for p in self.model.objectives.parameters()}
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         groups = [
@@ -384,8 +396,8 @@ class Trainer:
         if extra:  # learnable temperature / bias: no weight decay (as CLIP's logit scale)
             groups.append({"params": extra, "weight_decay": 0.0})
         if o["name"] == "sgd":
-            return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"])
-        return torch.optim.AdamW(groups, lr=float(o["lr"]))
+            return torch.optim.SGD(groups, lr=lr, momentum=o["momentum"])
+        return torch.optim.AdamW(groups, lr=lr)
 
     def _lr_factor(self, step: int) -> float:
         warmup = self.cfg["optim"]["warmup_steps"]
@@ -667,6 +679,7 @@ class Trainer:
                     if log_now:
                         n_terms = len(self.terms) + 1
                         mean = self.ctx.mean(stats_t[:n_terms]).tolist()
+                        self.last_losses = dict(zip(self.terms, mean[1:], strict=True))
                         now = time.perf_counter()
                         ips = window_n / max(now - window_t, 1e-9)
                         window_t, window_n = now, 0
@@ -692,6 +705,7 @@ class Trainer:
                     if self.step_in_epoch == self.steps_per_epoch:
                         if main:
                             rec = self._epoch_record()
+                            self.collapse.check(self.last_losses, rec.get("uniformity"))
                             if self.log is not None and len(rec) > 3:
                                 self.log.write(rec)
                             if "knn_acc" in rec:
