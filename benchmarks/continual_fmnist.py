@@ -1,4 +1,8 @@
-"""Split-Fashion-MNIST class-incremental study: COCONUT's terms against replay and its bounds.
+"""Class-incremental study: COCONUT's terms against replay and its bounds.
+
+On Split-Fashion-MNIST (default), or with ``--data wordnet`` on WordNet noun glosses classified by
+lexicographer file (frozen MiniLM features, an MLP, each synset's own words as its text; build
+the data first with ``benchmarks/wordnet_lexfile.py``).
 
 Regenerate ``benchmarks/results/continual_fmnist.{md,json,png}`` with::
 
