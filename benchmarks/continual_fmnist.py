@@ -151,6 +151,7 @@ METRICS = (
     "backward_transfer",
     "ncm_final_average_accuracy",
     "knn_final_average_accuracy",
+    "text_final_average_accuracy",
 )
 
 
@@ -197,8 +198,8 @@ def write_page(
     tmp.rmdir()
     lines = [
         "| method | final avg acc | avg incremental acc | forgetting | BWT | NCM final avg acc "
-        "| kNN final avg acc | final − replay (paired) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| kNN final avg acc | text-classifier final avg acc | final − replay (paired) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, s in test["summary"].items():
         cells = [f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" if m in s else "—" for m in METRICS]

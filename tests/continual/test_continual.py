@@ -142,6 +142,7 @@ def test_run_writes_metrics_and_teacher_is_the_previous_model(tmp_path):
         "backward_transfer",
         "knn_final_average_accuracy",
         "ncm_final_average_accuracy",
+        "text_final_average_accuracy",
     ):
         assert key in saved
     assert (tmp_path / "run" / "plots" / "accuracy.png").is_file()
@@ -160,6 +161,7 @@ def test_interrupted_run_equals_uninterrupted(tmp_path, stop_at):
     assert out["accuracy_matrix"] == full["accuracy_matrix"]
     assert out["knn_accuracy_matrix"] == full["knn_accuracy_matrix"]
     assert out["ncm_accuracy_matrix"] == full["ncm_accuracy_matrix"]
+    assert out["text_accuracy_matrix"] == full["text_accuracy_matrix"]
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)["model"]
     for k in a:
@@ -213,3 +215,18 @@ def test_rows_with_their_own_text_feed_the_multimodal_term(tmp_path):
         ContinualTrainer(
             {**cfg, "continual": {**cfg["continual"], "random_text": True}}, tmp_path / "x"
         )
+
+
+def test_cli_trains_the_recipe_and_resumes(tmp_path):
+    from contrastkit.train.cli import main_train
+
+    out = tmp_path / "cli"
+    args = ["--recipe", "coconut-fmnist", "--set", "budget=tiny", "--set", "train.progress=false"]
+    assert main_train([*args, "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["accuracy_matrix"]) == 5
+    assert (out / "report.md").is_file()
+    # a finished run resumes to the same results (nothing left to train)
+    assert main_train(["--resume", str(out)]) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["accuracy_matrix"] == results["accuracy_matrix"]

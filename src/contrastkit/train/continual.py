@@ -25,7 +25,9 @@ and two diagnostics that leave the linear head out: iCaRL's nearest-class-mean c
 to the mean backbone feature of each class's buffer rows; runs with a buffer only) and a kNN
 accuracy on the backbone's features with a bank of training rows of the seen classes
 (``continual.eval_knn``; an upper view of the representation, since that bank is not available
-to a continual learner).
+to a continual learner). With class-description texts (a ``pairing = "text"`` term), the text
+classifier's accuracy (cosine of the image projection to each seen class's projected text, as
+zero-shot classification) is measured too (``text_*``).
 
 ``joint = true`` is the upper bound: task ``t`` trains on the data of every task up to ``t``.
 
@@ -401,6 +403,7 @@ class ContinualTrainer:
         self.matrix: list[list[float]] = []
         self.knn_matrix: list[list[float]] = []
         self.ncm_matrix: list[list[float]] = []
+        self.text_matrix: list[list[float]] = []
         self.task, self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0, 0
         self.elapsed = 0.0
         self.task_started = False  # the current task's optimizer and teacher exist
@@ -586,6 +589,15 @@ class ContinualTrainer:
             rows = torch.isin(self._test_labels, torch.tensor(classes))
             row.append(float((pred[rows] == self._test_labels[rows]).float().mean()))
         self.matrix.append(row)
+        if self.class_raw is not None:  # the class texts as the classifier (zero-shot style)
+            protos = F.normalize(model.embed_text(self.class_raw[seen_t].to(self.device)), dim=1)
+            proj = F.normalize(model.head(feats.to(self.device)), dim=1)
+            text_pred = seen_t[(proj @ protos.T).argmax(1).cpu()]
+            text_row = []
+            for classes in self.spec.tasks[: self.task + 1]:
+                rows = torch.isin(self._test_labels, torch.tensor(classes))
+                text_row.append(float((text_pred[rows] == self._test_labels[rows]).float().mean()))
+            self.text_matrix.append(text_row)
         stored = self.buffer.positions()
         if len(stored):  # iCaRL's nearest-class-mean classifier on the buffer's features
             bank = F.normalize(self._features(stored, self.train_set), dim=1)
@@ -640,6 +652,7 @@ class ContinualTrainer:
             "matrix": self.matrix,
             "knn_matrix": self.knn_matrix,
             "ncm_matrix": self.ncm_matrix,
+            "text_matrix": self.text_matrix,
             "rng": ckpt.rng_state(),
             "position": {
                 "task": self.task,
@@ -661,6 +674,7 @@ class ContinualTrainer:
         self.matrix = [list(r) for r in state["matrix"]]
         self.knn_matrix = [list(r) for r in state["knn_matrix"]]
         self.ncm_matrix = [list(r) for r in state["ncm_matrix"]]
+        self.text_matrix = [list(r) for r in state["text_matrix"]]
         self.elapsed = float(state["elapsed_s"])
         self.task_started = bool(state["task_started"])
         if self.task_started:
@@ -812,6 +826,9 @@ class ContinualTrainer:
             "accuracy_matrix": self.matrix,
             **continual_summary(self.matrix),
         }
+        if self.text_matrix:
+            out["text_accuracy_matrix"] = self.text_matrix
+            out.update({f"text_{k}": v for k, v in continual_summary(self.text_matrix).items()})
         if len(self.ncm_matrix) == len(self.matrix):
             out["ncm_accuracy_matrix"] = self.ncm_matrix
             out.update({f"ncm_{k}": v for k, v in continual_summary(self.ncm_matrix).items()})
@@ -851,7 +868,11 @@ def write_continual_outputs(
     for t, row in enumerate(matrix):
         cells = [f"{v:.4f}" for v in row] + [""] * (len(matrix) - len(row))
         lines.append(f"| {t} | " + " | ".join(cells) + f" | {sum(row) / len(row):.4f} |")
-    lines += ["", "| metric | head | NCM (buffer means) | kNN (features) |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "| metric | head | NCM (buffer means) | kNN (features) | text classifier |",
+        "|---|---|---|---|---|",
+    ]
     for key in (
         "final_average_accuracy",
         "average_incremental_accuracy",
@@ -859,7 +880,7 @@ def write_continual_outputs(
         "backward_transfer",
     ):
         if key in results:
-            other = [results.get(f"{kind}_{key}") for kind in ("ncm", "knn")]
+            other = [results.get(f"{kind}_{key}") for kind in ("ncm", "knn", "text")]
             ncm_knn = " | ".join(f"{v:.4f}" if v is not None else "-" for v in other)
             lines.append(f"| {key} | {results[key]:.4f} | {ncm_knn} |")
     if plot is not None:
