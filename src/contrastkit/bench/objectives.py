@@ -415,13 +415,13 @@ def _ck_hard() -> LossFn:
 
 
 def _naive_hard() -> LossFn:
-    from contrastkit.losses.hard_contrastive import num_hard_negatives
+    from contrastkit.losses.hard_contrastive import DEFAULT_ALPHA, num_hard_negatives
 
     def loss(x: Inputs) -> Tensor:
         batch = x["a"].shape[0]
         logits = F.normalize(x["a"], dim=-1) @ F.normalize(x["b"], dim=-1).T / TAU
         positive = logits.diagonal()
-        k = num_hard_negatives(0.0819, batch - 1)
+        k = num_hard_negatives(DEFAULT_ALPHA, batch - 1)
         hard = logits.masked_fill(torch.eye(batch, dtype=torch.bool), float("-inf")).topk(k)
         return (torch.logaddexp(_lse_rows(hard.values), positive) - positive).mean()
 
