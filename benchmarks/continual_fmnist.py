@@ -61,6 +61,9 @@ def method_overrides(
     method: str, chosen: dict[str, dict[str, float]]
 ) -> tuple[dict[str, Any], set[str]]:
     """``(overrides, terms kept)`` of one method; ``chosen``: each term's weight/temperature."""
+    if method.endswith(" (herding)"):  # the same method with iCaRL's herding selection
+        base, kept = method_overrides(method.removesuffix(" (herding)"), chosen)
+        return {**base, "continual.selection": "herding"}, kept
     o: dict[str, Any] = {}
     keep = {"ce"}
     replay = method not in ("finetune", "joint")
