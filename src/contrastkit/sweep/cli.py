@@ -121,7 +121,9 @@ def main(argv: list[str]) -> int:
                 f"sweep's now (e.g. {changed[0]}); use another --out or delete them"
             )
         lock = runner.SweepLock(out)
-        command = shlex.join(["contrastkit", "sweep", *argv])
+        # the command that makes the runs: --aggregate-only only re-reads them
+        made_by = [a for a in argv if a != "--aggregate-only"]
+        command = shlex.join(["contrastkit", "sweep", *made_by])
         threads = args.threads or runner.default_threads(args.jobs)
         total = len(first) + (spec.final_count(sweep) if sweep.select is not None else 0)
         progress = runner.Progress(sweep.name, total, args.jobs)

@@ -266,8 +266,10 @@ def execute(
             if running and time.perf_counter() - last_status > status_every:
                 last_status = time.perf_counter()
                 names = ", ".join(f"{r.spec.stage}/{r.spec.name}" for r in running.values())
+                first, last = progress.done + 1, progress.done + len(running)
+                span = f"{first}" if first == last else f"{first}-{last}"
                 progress.say(
-                    f"[{progress.done}/{progress.total}] running {names}",
+                    f"[{span}/{progress.total}] running {names}",
                     {k: r.t0 for k, r in running.items()},
                 )
             if running:

@@ -94,6 +94,7 @@ DEFAULTS: dict[str, Any] = {
     "optim": {
         "name": "adamw",
         "lr": 2e-3,
+        "lr_batch": 0,  # > 0: lr is for this batch size, scaled linearly to train.batch_size
         "momentum": 0.9,
         "weight_decay": 1e-4,
         "warmup_steps": 50,
@@ -127,6 +128,21 @@ DEFAULTS: dict[str, Any] = {
         "epoch_geometry": True,
         "zero_shot": False,
     },
+    # class-incremental training (contrastkit.train.continual); tasks = 0: ordinary training
+    "continual": {
+        "tasks": 0,
+        "classes_per_task": 2,
+        "class_order": [],
+        "order_seed": 0,
+        "buffer_size": 200,
+        "selection": "random",
+        "replay_batch_size": 64,
+        "teacher": True,
+        "epochs_per_task": [],
+        "joint": False,
+        "eval_knn": True,
+        "random_text": False,
+    },
 }
 
 # One loss term of the [objectives] table (``[objective]`` is short for ``[objectives.main]``).
@@ -152,6 +168,7 @@ _CHOICES = {
     "model.text_head": ("none", "linear", "mlp"),
     "optim.schedule": ("cosine", "constant"),
     "train.precision": ("fp32", "bf16", "fp16"),
+    "continual.selection": ("random", "herding"),
 }
 
 

@@ -57,6 +57,7 @@ from contrastkit.data.variants import class_split_indices, long_tailed_indices
 from contrastkit.train import captioning, evaluation
 from contrastkit.train import checkpoint as ckpt
 from contrastkit.train import config as config_mod
+from contrastkit.train.collapse import CollapseMonitor
 from contrastkit.train.config import ConfigError
 from contrastkit.train.encoder import build_encoder, feature_dim
 from contrastkit.train.log import RunLog, read_records
@@ -347,6 +348,11 @@ class Trainer:
         pairs_views = any(term.pairing == "views" for term in self.terms.values())
         self.num_views = t["views"] if pairs_views else 1
         self.augment = build_views(cfg, self.train_set)
+        local_batch, proj_dim = t["batch_size"] // self.ctx.world_size, cfg["model"]["proj_dim"]
+        self.collapse = CollapseMonitor(
+            self.terms, self.num_views, local_batch, proj_dim, self.device
+        )
+        self.last_losses: dict[str, float] = {}  # each term's latest logged loss
         # A frozen backbone on un-augmented inputs computes the same features every epoch:
         # compute them once and train the heads on the cache.
         self.feature_cache: Tensor | None = None
@@ -373,6 +379,11 @@ class Trainer:
         o = self.cfg["optim"]
         if o["lr"] <= 0:
             raise ConfigError(f"optim.lr: expected > 0, got {o['lr']}")
+        if o["lr_batch"] < 0:
+            raise ConfigError(f"optim.lr_batch: expected >= 0 (0: off), got {o['lr_batch']}")
+        lr = float(o["lr"])
+        if o["lr_batch"] > 0:  # the linear scaling rule (Goyal et al. 2017)
+            lr *= self.cfg["train"]["batch_size"] / o["lr_batch"]
         objective_params = {id(p) for p in self.model.objectives.parameters()}
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         groups = [
@@ -385,8 +396,8 @@ class Trainer:
         if extra:  # learnable temperature / bias: no weight decay (as CLIP's logit scale)
             groups.append({"params": extra, "weight_decay": 0.0})
         if o["name"] == "sgd":
-            return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"])
-        return torch.optim.AdamW(groups, lr=float(o["lr"]))
+            return torch.optim.SGD(groups, lr=lr, momentum=o["momentum"])
+        return torch.optim.AdamW(groups, lr=lr)
 
     def _lr_factor(self, step: int) -> float:
         warmup = self.cfg["optim"]["warmup_steps"]
@@ -668,6 +679,7 @@ class Trainer:
                     if log_now:
                         n_terms = len(self.terms) + 1
                         mean = self.ctx.mean(stats_t[:n_terms]).tolist()
+                        self.last_losses = dict(zip(self.terms, mean[1:], strict=True))
                         now = time.perf_counter()
                         ips = window_n / max(now - window_t, 1e-9)
                         window_t, window_n = now, 0
@@ -693,6 +705,7 @@ class Trainer:
                     if self.step_in_epoch == self.steps_per_epoch:
                         if main:
                             rec = self._epoch_record()
+                            self.collapse.check(self.last_losses, rec.get("uniformity"))
                             if self.log is not None and len(rec) > 3:
                                 self.log.write(rec)
                             if "knn_acc" in rec:
