@@ -56,3 +56,5 @@ def test_control_replaces_the_paired_embeddings() -> None:
         assert torch.allclose(real.paired[rows].sum(0), ctrl.paired[rows].sum(0), atol=1e-4)
     with pytest.raises(ConfigError, match="text.control"):
         C.resolve(raw, {"text.control": "bogus"})
+    with pytest.raises(ConfigError, match="minilm-frozen"):
+        build(C.resolve(raw, {**FAST, "text.control": "shuffled", "model.text_tower": "minilm"}))

@@ -24,6 +24,11 @@ def attach_captions(cfg: Mapping[str, Any], train: ArrayDataset) -> ArrayDataset
     Raises:
         ConfigError: captions need labelled images with class names.
     """
+    if cfg["text"]["control"] != "none" and cfg["model"]["text_tower"] != "minilm-frozen":
+        raise ConfigError(
+            "text.control: replaces frozen text embeddings; it needs "
+            "model.text_tower = 'minilm-frozen'"
+        )
     if not cfg["text"]["captions"]:
         return train
     if train.labels is None or not train.is_image or not train.class_names:
