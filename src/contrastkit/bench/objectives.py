@@ -785,12 +785,14 @@ def run_config(
             out[name]["peak_extra_mib"] = None if peak is None else peak / 2**20
         _set_mmap_threshold(TIMING_MMAP_THRESHOLD)
     names = list(fns)
+
+    def wants_more(name: str) -> bool:  # min_rounds steps, then until they add up to min_total_s
+        times = out[name]["times_s"]
+        return len(times) < min_rounds or (len(times) < max_rounds and sum(times) < min_total_s)
+
     rounds = 0
-    while names and (
-        rounds < min_rounds
-        or (rounds < max_rounds and min(sum(out[n]["times_s"]) for n in names) < min_total_s)
-    ):
-        order = names[rounds % len(names) :] + names[: rounds % len(names)]
+    while active := [n for n in names if wants_more(n)]:  # slow ones stop after min_rounds
+        order = active[rounds % len(active) :] + active[: rounds % len(active)]
         for name in order:
             start = time.perf_counter()
             _step(fns[name], inputs)
