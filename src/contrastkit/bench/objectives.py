@@ -10,11 +10,12 @@ Method (the machine is shared, so timings are noisy):
 * one fresh process per ``(objective, B)``; inside it every implementation runs once (warm-up
   and memory), then in **interleaved rounds** (each round times every implementation once, in a
   rotating order), so load changes hit all of them alike; the median over rounds is reported;
-* memory: peak resident set size during the implementation's first step, above the resident
-  size just before it (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``). The worker runs
-  with ``MALLOC_MMAP_THRESHOLD_`` fixed so that large tensors are unmapped when freed: earlier
-  implementations' memory is not reused by later ones (``tracemalloc`` does not see torch's
-  allocations at all);
+* memory: peak resident set size during a separate, untimed step of the implementation, above
+  the resident size just before it (Linux ``VmHWM``, reset through ``/proc/self/clear_refs``),
+  with glibc's mmap threshold fixed at 128 KiB for that step so that large tensors are unmapped
+  when freed and earlier implementations' memory is not reused by later ones (``tracemalloc``
+  does not see torch's allocations at all); timed steps run with a 32 MiB threshold, the
+  steady state of glibc's default;
 * roofline: the FLOPs of the matrix products the loss needs at least (``S = A Cᵀ`` and the two
   products of its backward, ``2·n·m·d`` each; two when the candidates carry no gradient)
   divided by the matrix-product rate measured in the same process just before, over the
@@ -51,6 +52,7 @@ SUPCON_CLASSES = 100
 MV_VIEWS = 3
 CWCL_SCALE = 4.0
 DCLW_SIGMA = 0.5
+HARD_ALPHA = 0.0819  # the paper's CIFAR quantile (explicit: the library default may change)
 
 #: Default grid. B = 16384 only where the CPU time allows (see ``--max-config-s``).
 BATCHES = (256, 1024, 4096, 8192, 16384)
@@ -411,17 +413,17 @@ def _libauc_sogclr() -> LossFn:
 def _ck_hard() -> LossFn:
     from contrastkit.losses.hard_contrastive import hard_contrastive_loss
 
-    return lambda x: hard_contrastive_loss(x["a"], x["b"], temperature=TAU)
+    return lambda x: hard_contrastive_loss(x["a"], x["b"], temperature=TAU, alpha=HARD_ALPHA)
 
 
 def _naive_hard() -> LossFn:
-    from contrastkit.losses.hard_contrastive import DEFAULT_ALPHA, num_hard_negatives
+    from contrastkit.losses.hard_contrastive import num_hard_negatives
 
     def loss(x: Inputs) -> Tensor:
         batch = x["a"].shape[0]
         logits = F.normalize(x["a"], dim=-1) @ F.normalize(x["b"], dim=-1).T / TAU
         positive = logits.diagonal()
-        k = num_hard_negatives(DEFAULT_ALPHA, batch - 1)
+        k = num_hard_negatives(HARD_ALPHA, batch - 1)
         hard = logits.masked_fill(torch.eye(batch, dtype=torch.bool), float("-inf")).topk(k)
         return (torch.logaddexp(_lse_rows(hard.values), positive) - positive).mean()
 
@@ -615,7 +617,7 @@ OBJECTIVES: dict[str, Objective] = {
             _pair,
             {"contrastkit": _ck_hard, "naive-dense": _naive_hard},
             same_value=("naive-dense",),
-            note="Wang & Liu 2021, α = 0.0819 of the in-batch negatives; no peer",
+            note=f"Wang & Liu 2021, α = {HARD_ALPHA} of the in-batch negatives; no peer",
         ),
         Objective(
             "MoCo",
@@ -693,6 +695,32 @@ def matmul_gflops(dim: int, size: int = 2048, reps: int = 5) -> float:
     return 2 * size * size * dim / statistics.median(times) / 1e9
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+
+
+def _set_mmap_threshold(nbytes: int) -> bool:
+    """Fix glibc's mmap threshold (and a trim threshold twice as large); False if not glibc.
+
+    Memory steps use 128 KiB, so that every large tensor is its own mapping, unmapped when freed:
+    the peak RSS of a step is then its own. Timed steps use 32 MiB, the largest value glibc's
+    default dynamic threshold reaches, so that tensor buffers are reused from the heap as in an
+    ordinary training process (a 128 KiB threshold would make every step page-fault its
+    temporaries afresh, penalising implementations with many mid-sized temporaries).
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_MMAP_THRESHOLD, nbytes) and libc.mallopt(_M_TRIM_THRESHOLD, 2 * nbytes)
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
+
+
+MEMORY_MMAP_THRESHOLD = 128 * 1024
+TIMING_MMAP_THRESHOLD = 32 * 2**20
+
+
 def _step(fn: LossFn, inputs: Inputs) -> float:
     for t in inputs["grad"]:
         t.grad = None
@@ -729,6 +757,8 @@ def run_config(
         except Exception as exc:  # a peer that cannot be imported here: say why
             out[name] = {"error": f"{type(exc).__name__}: {exc}"}
     can_reset = _reset_hwm()
+    only_memory = min_rounds == 0
+    _set_mmap_threshold(MEMORY_MMAP_THRESHOLD if only_memory else TIMING_MMAP_THRESHOLD)
     for name, fn in list(fns.items()):  # warm-up step (first calls, lazy imports, kernels)
         gc.collect()
         base = _rss_bytes()
@@ -741,27 +771,32 @@ def run_config(
             del fns[name]
             continue
         out[name] = {"loss": value, "first_s": time.perf_counter() - start, "times_s": []}
-        # memory of the warm-up step; replaced by the first timed step's when there is one
-        peak = max(0, _hwm_bytes() - base) if can_reset else None
-        out[name]["peak_extra_mib"] = None if peak is None else peak / 2**20
+        if only_memory:  # a memory check: one step
+            peak = max(0, _hwm_bytes() - base) if can_reset else None
+            out[name]["peak_extra_mib"] = None if peak is None else peak / 2**20
+    if not only_memory:  # memory step (not timed): peak RSS above the RSS just before
+        _set_mmap_threshold(MEMORY_MMAP_THRESHOLD)
+        for name, fn in fns.items():
+            gc.collect()
+            base = _rss_bytes()
+            _reset_hwm()
+            _step(fn, inputs)
+            peak = max(0, _hwm_bytes() - base) if can_reset else None
+            out[name]["peak_extra_mib"] = None if peak is None else peak / 2**20
+        _set_mmap_threshold(TIMING_MMAP_THRESHOLD)
     names = list(fns)
+
+    def wants_more(name: str) -> bool:  # min_rounds steps, then until they add up to min_total_s
+        times = out[name]["times_s"]
+        return len(times) < min_rounds or (len(times) < max_rounds and sum(times) < min_total_s)
+
     rounds = 0
-    while names and (
-        rounds < min_rounds
-        or (rounds < max_rounds and min(sum(out[n]["times_s"]) for n in names) < min_total_s)
-    ):
-        order = names[rounds % len(names) :] + names[: rounds % len(names)]
+    while active := [n for n in names if wants_more(n)]:  # slow ones stop after min_rounds
+        order = active[rounds % len(active) :] + active[: rounds % len(active)]
         for name in order:
-            if rounds == 0:  # memory of the first timed step: peak RSS above the RSS before
-                gc.collect()
-                base = _rss_bytes()
-                _reset_hwm()
             start = time.perf_counter()
             _step(fns[name], inputs)
             out[name]["times_s"].append(time.perf_counter() - start)
-            if rounds == 0:
-                peak = max(0, _hwm_bytes() - base) if can_reset else None
-                out[name]["peak_extra_mib"] = None if peak is None else peak / 2**20
         rounds += 1
     for name in names:  # without timed rounds (a memory check) the warm-up step is the time
         out[name]["median_s"] = statistics.median(out[name]["times_s"] or [out[name]["first_s"]])
@@ -819,10 +854,13 @@ def run_objective(
                 impls.append(impl)
         predicted = _predict_s(prev, objective, batch, impls)
         if predicted > max_config_s:  # drop the slowest implementations first, never ours
-            for impl in sorted(
-                (i for i in impls if i != "contrastkit" and prev is not None),
-                key=lambda i: -float((prev or {})["impls"].get(i, {}).get("median_s", math.inf)),
-            ):
+            last = prev or {"impls": {}}
+
+            def drop_order(impl: str, last: dict[str, Any] = last) -> tuple[bool, float]:
+                time_s = last["impls"].get(impl, {}).get("median_s", math.inf)
+                return impl != "naive-dense", -float(time_s)  # naive first, then slow peers
+
+            for impl in sorted((i for i in impls if i != "contrastkit"), key=drop_order):
                 impls.remove(impl)
                 record["skipped"][impl] = f"skipped: predicted > {max_config_s:.0f} s"
                 predicted = _predict_s(prev, objective, batch, impls)
@@ -846,7 +884,6 @@ def _run_objective_worker(
         os.environ,
         OMP_NUM_THREADS=str(threads),
         MKL_NUM_THREADS=str(threads),
-        MALLOC_MMAP_THRESHOLD_="131072",  # large tensors are unmapped when freed (see above)
     )
     cmd = [sys.executable, "-m", "contrastkit.bench.objectives", "--worker", *args]
     error = ""
@@ -881,8 +918,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--max-config-s",
         type=float,
-        default=90.0,
-        help="skip implementations (slowest first; contrastkit last) of a configuration "
+        default=60.0,
+        help="skip implementations (naive dense, then the slowest peers; contrastkit last) of "
+        "a configuration "
         "predicted from the previous B to take longer than this",
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per objective")

@@ -136,10 +136,12 @@ def render(payload: dict[str, Any]) -> str:
         f"{meta['machine']}, torch {meta['torch']}. {load_text}; {rate_text}. "
         f"Wall time of the run {meta['wall_s'] / 60:.0f} min.",
         "",
-        "Method: one process per (objective, B); every implementation runs one warm-up step "
-        "(which also gives its memory: peak RSS above the RSS just before it), then timed rounds "
-        "that interleave all implementations in a rotating order (at least 3 rounds, and at least "
-        "1 s of steps each for fast ones); the median is reported. 'roofline' = the matrix "
+        "Method: one process per objective, B ascending; every implementation runs a warm-up "
+        "step, then an untimed memory step (peak RSS above the RSS just before it, with glibc's "
+        "mmap threshold at 128 KiB so that freed tensors leave the RSS), then timed rounds that "
+        "interleave the implementations in a rotating order: at least 3 steps each, and fast "
+        "ones go on until their steps add up to 0.5 s; the median is reported. 'roofline' = the "
+        "matrix "
         "products the loss needs at least (3 · 2·n·m·d; 2 for MoCo's constant queue) at the "
         "matmul rate measured in the same process just before (median of 5 products of "
         "2048 × d × 2048), ÷ the measured time. 'vs peer' = contrastkit "
@@ -211,8 +213,33 @@ def render(payload: dict[str, Any]) -> str:
                 f"| {row['objective']} | {_fmt_mem(mib)} | {_fmt_time(row.get('first_s'))} | "
                 f"{verdict if 'error' not in row else row['error']} |"
             )
-    lines += ["", f"Generated {meta['date']} by `{meta['command']}`."]
+    lines += ["", *READING, "", f"Generated {meta['date']} by `{meta['command']}`."]
     return "\n".join(lines) + "\n"
+
+
+#: What the numbers can and cannot say, whatever the run (appended to every page).
+READING = [
+    "## Reading the numbers",
+    "",
+    "- **Bound on 'vs peer'.** Every dense peer already does the three matrix products the loss "
+    "needs; contrastkit cannot do fewer. So contrastkit ÷ peer ≥ the peer's own roofline share "
+    "(the time of the three products ÷ the peer's time): a ratio ≤ 0.5 is possible only where "
+    "the peer spends more than half of its time outside the products (softmax passes, "
+    "materialised masks, index tensors, copies). The targets table quotes that share where a "
+    "ratio is missed.",
+    "- **Roofline and d.** Per logit pair a product costs 2·d FLOPs while each elementwise pass "
+    "(max, exp, sum, scaling) costs one memory-bound read/write; at small d the passes weigh "
+    "more, so roofline shares are expected to be higher at d = 512 than at the default grid's "
+    "d = 128.",
+    "- **Kept vs recomputed logits.** Up to the engine's `memory_budget` (1 GiB: n·m ≤ 2²⁸ in "
+    "float32, e.g. B = 16384 for a square S) backward reuses the kept logits (3 products); "
+    "above it, backward recomputes every tile (4 products) and extra memory stays O((n+m)·d). "
+    "The memory check at B = 32768, d = 512 is on the recomputing side.",
+    "- **Shared machine.** With other jobs on the cores, a step can be descheduled; interleaved "
+    "rounds and medians reduce but do not remove this, and sub-millisecond times are the least "
+    "reliable. Compare columns within a row; rerun the command on a quiet machine for absolute "
+    "numbers.",
+]
 
 
 def write_plot(payload: dict[str, Any], path: Path) -> None:
