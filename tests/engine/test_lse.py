@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from contrastkit.engine import Pairs, SideStats, pairwise_lse, safe_logaddexp, safe_logsumexp
 
@@ -86,9 +87,17 @@ def test_tiled_equals_dense_equals_reference(n, m, d, chunk, mode):
 
     ref = _reference(a, c, **ref_kwargs)
     results = {}
-    for path, chunk_size in (("dense", None), ("tiled", chunk)):
+    paths = {
+        "dense": (None, None),
+        "dense-recomputed": (None, 0),
+        "tiled": (chunk, None),
+        "tiled-recomputed": (chunk, 0),
+    }
+    for path, (chunk_size, budget) in paths.items():
         aa, cc = a.clone().requires_grad_(), c.clone().requires_grad_()
-        res = pairwise_lse(aa, cc, pairs, rows=True, columns=True, chunk_size=chunk_size)
+        res = pairwise_lse(
+            aa, cc, pairs, rows=True, columns=True, chunk_size=chunk_size, memory_budget=budget
+        )
         got = [res.rows.lse, res.columns.lse]
         torch.testing.assert_close(got[0], ref[0])
         torch.testing.assert_close(got[1], ref[3])
@@ -108,7 +117,7 @@ def test_tiled_equals_dense_equals_reference(n, m, d, chunk, mode):
     ref_res.rows = SideStats(r[0], r[1], r[2])
     ref_res.columns = SideStats(r[3], r[4], r[5])
     _scalar(ref_res, weights_on).backward()
-    for path in ("dense", "tiled"):
+    for path in paths:
         torch.testing.assert_close(results[path][0], aa.grad, msg=f"{path} grad anchors")
         torch.testing.assert_close(results[path][1], cc.grad, msg=f"{path} grad candidates")
 
@@ -256,3 +265,133 @@ def test_default_tile_is_larger_on_accelerators() -> None:
     explicit = pairwise_lse(a, c, chunk_size=DEFAULT_TILE).rows
     assert auto is not None and explicit is not None
     torch.testing.assert_close(auto.lse, explicit.lse, rtol=0, atol=0)
+
+
+def _kept_numel(side_lse):
+    """Entries of S that the engine kept for backward (its 5th saved tensor)."""
+    return side_lse.grad_fn.saved_tensors[4].numel()
+
+
+@pytest.mark.parametrize("mode", ["plain", "ids", "labels"])
+@pytest.mark.parametrize("rows,columns", [(True, True), (True, False), (False, True)])
+@pytest.mark.parametrize("chunk", [None, 16])
+def test_kept_and_recomputed_logits_give_the_same_values_and_gradients(mode, rows, columns, chunk):
+    g = torch.Generator().manual_seed(11)
+    n, m, d = 45, 38, 6
+    a0 = torch.randn(n, d, dtype=torch.float64, generator=g)
+    c0 = torch.randn(m, d, dtype=torch.float64, generator=g)
+    pairs = None
+    if mode != "plain":
+        ids_r = torch.randint(0, 9, (n,), generator=g)
+        ids_c = torch.randint(0, 9, (m,), generator=g)
+        labels = {}
+        if mode == "labels":
+            labels = dict(
+                row_labels=torch.randint(0, 3, (n,), generator=g),
+                col_labels=torch.randint(0, 3, (m,), generator=g),
+            )
+        pairs = Pairs(row_ids=ids_r, col_ids=ids_c, **labels)
+    outs = {}
+    for budget in (None, 0):
+        a, c = a0.clone().requires_grad_(), c0.clone().requires_grad_()
+        res = pairwise_lse(
+            a, c, pairs, rows=rows, columns=columns, chunk_size=chunk, memory_budget=budget
+        )
+        sides = [s for s in (res.rows, res.columns) if s is not None]
+        if chunk is not None or budget == 0:  # (chunk None, budget None: plain autograd)
+            assert _kept_numel(sides[0].lse) == (n * m if budget is None else 0)
+        loss = sum(
+            (torch.where(torch.isfinite(s.lse), s.lse, 0) * torch.linspace(0.5, 2, s.lse.numel()))
+            .to(torch.float64)
+            .sum()
+            for s in sides
+        )
+        if mode == "labels":
+            loss = loss - 0.3 * sum(s.weighted_sum.sum() for s in sides)
+        loss.backward()
+        outs[budget] = ([s.lse for s in sides], a.grad, c.grad)
+    for kept, recomputed in zip(outs[None][0], outs[0][0], strict=True):
+        torch.testing.assert_close(kept, recomputed)
+    torch.testing.assert_close(outs[None][1], outs[0][1])
+    torch.testing.assert_close(outs[None][2], outs[0][2])
+    assert outs[None][1].abs().sum() > 0  # not a vacuous comparison
+
+
+class _MatmulFlops(TorchDispatchMode):
+    """Counts the FLOPs of every matrix product (any overload: out=, in-place addmm_)."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in ("mm", "addmm", "addmm_"):
+            x, y = (args[0], args[1]) if name == "mm" else (args[1], args[2])
+            self.flops += 2 * x.shape[0] * x.shape[1] * y.shape[1]
+        return func(*args, **(kwargs or {}))
+
+
+def test_kept_logits_cost_three_matrix_products_recomputed_four():
+    n, m, d = 300, 200, 32
+    flops = {}
+    for budget in (None, 0):
+        a, c = torch.randn(n, d, requires_grad=True), torch.randn(m, d, requires_grad=True)
+        with _MatmulFlops() as counter:
+            res = pairwise_lse(a, c, rows=True, columns=True, chunk_size=64, memory_budget=budget)
+            (res.rows.lse.sum() + res.columns.lse.sum()).backward()
+        flops[budget] = counter.flops
+    assert flops[None] == 3 * 2 * n * m * d
+    assert flops[0] == 4 * 2 * n * m * d
+
+
+def test_logits_are_kept_only_when_they_fit_and_a_gradient_is_needed():
+    a, c = torch.randn(64, 4, requires_grad=True), torch.randn(32, 4, requires_grad=True)
+    size = 64 * 32 * 4  # float32 bytes of S
+    for chunk in (8, 40):
+        kept = pairwise_lse(a, c, chunk_size=chunk, memory_budget=size).rows.lse
+        assert _kept_numel(kept) == 64 * 32
+        recomputed = pairwise_lse(a, c, chunk_size=chunk, memory_budget=size - 1).rows.lse
+        assert _kept_numel(recomputed) == 0
+        with torch.no_grad():
+            assert pairwise_lse(a, c, chunk_size=chunk).rows.lse.grad_fn is None
+    for bad in (-1, 1.5, True, "1GiB"):
+        with pytest.raises(ValueError, match="memory_budget"):
+            pairwise_lse(a, c, memory_budget=bad)
+
+
+def test_kept_logits_are_freed_after_backward_while_the_loss_lives():
+    import gc
+    import weakref
+
+    a, c = torch.randn(50, 4, requires_grad=True), torch.randn(40, 4, requires_grad=True)
+    res = pairwise_lse(a, c, rows=True, columns=True, chunk_size=16)
+    kept = weakref.ref(res.rows.lse.grad_fn.saved_tensors[4])
+    gc.collect()
+    assert kept() is not None
+    loss = res.rows.lse.sum() + res.columns.lse.sum()
+    loss.backward()
+    gc.collect()
+    assert kept() is None  # the caller still holds `loss` and `res`, not the n x m logits
+
+
+def test_small_dense_problems_use_plain_autograd_and_match_the_function():
+    from contrastkit.engine.lse import AUTOGRAD_MAX_PAIRS
+
+    g = torch.Generator().manual_seed(5)
+    n = int(AUTOGRAD_MAX_PAIRS**0.5)
+    a0 = torch.randn(n, 8, dtype=torch.float64, generator=g)
+    ids = torch.randint(0, n // 4, (n,), generator=g)
+    labels = torch.randint(0, 5, (n,), generator=g)
+    pairs = Pairs(row_ids=ids, col_ids=ids, row_labels=labels, col_labels=labels)
+    outs = []
+    for budget in (None, 0):  # autograd (S kept by autograd) / the Function, recomputing S
+        a = a0.clone().requires_grad_()
+        res = pairwise_lse(a, a.flip(0), pairs, rows=True, columns=True, memory_budget=budget)
+        name = type(res.rows.lse.grad_fn).__name__
+        assert ("TiledLSE" in name) == (budget == 0), name
+        loss = res.rows.lse.sum() + 0.5 * res.columns.lse.sum() - res.rows.weighted_sum.sum()
+        loss.backward()
+        outs.append((res.rows.lse, res.columns.lse, res.columns.weight_total, a.grad))
+    for x, y in zip(*outs, strict=True):
+        torch.testing.assert_close(x, y)

@@ -161,3 +161,32 @@ def test_modules_match_functions():
         SourceSupConLoss(reduction="sum")(s, labels, t, s, mask),
         source_supcon(s, labels, t, s, anchor_mask=mask, reduction="sum"),
     )
+
+
+def test_nspt_with_the_student_as_teacher_is_supcon_on_rehearsal_anchors():
+    # The paper: NSPT is "a modified version of the standard supervised contrastive loss applied
+    # only to the rehearsal samples". With teacher = student and the self-pair excluded, the
+    # only modification left is the anchor set: SupCon's L_out (Khosla et al. Eq. 2, tau/tau_b = 1)
+    # averaged over the rehearsal rows. Written here from that equation, in float64 loops.
+    g = torch.Generator().manual_seed(5)
+    z = torch.randn(10, 6, generator=g, dtype=D64, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 0, 1, 2, 3])
+    rehearsal = torch.tensor([True, False, True, False, True, False, False, False, False, False])
+    tau = 0.2
+    ours = coconut_loss(z, z, labels, rehearsal, exclude_self_positive=True, temperature=tau)
+    zn = F.normalize(z, dim=1)
+    zt = zn.detach()  # the teacher's copy: frozen, so the positives carry no gradient
+    terms = []
+    for i in range(10):
+        if not rehearsal[i]:
+            continue
+        others = [a for a in range(10) if a != i]
+        src = [zt[a] if labels[a] == labels[i] else zn[a] for a in others]
+        log_den = torch.logsumexp(torch.stack([zn[i] @ v / tau for v in src]), 0)
+        pos = [p for p in others if labels[p] == labels[i]]
+        terms.append(-sum(zn[i] @ zt[p] / tau - log_den for p in pos) / len(pos))
+    ref = torch.stack(terms).mean()
+    torch.testing.assert_close(ours, ref)
+    supcon_value = supcon(z, labels, temperature=tau, base_temperature=tau, reduction="none")
+    torch.testing.assert_close(ours, supcon_value[rehearsal].mean())
+    torch.testing.assert_close(torch.autograd.grad(ours, z)[0], torch.autograd.grad(ref, z)[0])

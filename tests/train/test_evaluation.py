@@ -57,4 +57,6 @@ def test_zero_shot_table_seen_unseen_generalized() -> None:
     assert zs["generalized_seen"] == 1.0 and zs["generalized_unseen"] == 0.5
     assert zs["generalized_h"] == pytest.approx(2 * 0.5 / 1.5)
     assert zs["all_way"] == 0.75
+    # calibration-free: subtracting γ ∈ (0.45, 1) from the seen scores gets every sample right
+    assert zs["generalized_ausuc"] == pytest.approx(1.0)
     assert "generalized_h" not in evaluation.zero_shot_table(emb, labels, cls, [])

@@ -121,7 +121,14 @@ def render(outcomes: list[Outcome], gflops: float, meta: dict[str, Any]) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """Run the benchmark grid and write ``clip_bench[_quick].{md,json}``."""
+    """Run the benchmark grid and write ``clip_bench[_quick].{md,json}``.
+
+    ``contrastkit bench objectives ...`` runs :mod:`contrastkit.bench.objectives` instead.
+    """
+    if argv[:1] == ["objectives"]:
+        from contrastkit.bench import objectives
+
+        return objectives.main(argv[1:])
     parser = argparse.ArgumentParser(prog="contrastkit bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="B in {1024, 8192}, d = 512")
     parser.add_argument("--batch-sizes", type=int, nargs="+")

@@ -6,6 +6,7 @@ path is exact.
 
 from contrastkit.engine.lse import (
     ACCELERATOR_TILE,
+    DEFAULT_MEMORY_BUDGET,
     DEFAULT_TILE,
     DENSE_MAX_PAIRS,
     LSEResult,
@@ -27,6 +28,7 @@ from contrastkit.engine.potential import log_mean_gaussian_potential
 
 __all__ = [
     "ACCELERATOR_TILE",
+    "DEFAULT_MEMORY_BUDGET",
     "DEFAULT_TILE",
     "ExpCosine",
     "DENSE_MAX_PAIRS",

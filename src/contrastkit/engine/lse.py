@@ -11,20 +11,30 @@ learnable τ then flows through that ``O(n·d)`` product with ordinary autograd.
 
 Two paths compute the same numbers:
 
-* **dense** materialises ``S`` (``n × m``) as a single tile and keeps it for backward; fastest
-  for small ``n·m``.
-* **tiled** walks ``tile × tile`` blocks with an online log-sum-exp (running max and rescaled
-  sum) and never keeps ``S``. Its backward recomputes each block: with ``P = exp(S - lse)``,
+* **dense** materialises ``S`` (``n × m``) as a single tile; fastest for small ``n·m``.
+* **tiled** walks blocks of ``S`` with an online log-sum-exp (running max and rescaled sum).
+
+Independently of the path, ``memory_budget`` decides what backward gets:
+
+* **kept** (``n·m`` logits fit in the budget and a gradient is needed): the forward writes ``S``
+  (masked) into one ``n × m`` buffer, in blocks of full rows, and keeps it; backward builds
+  ``∂L/∂S`` from it block by block and costs **2** matrix products (3 in all, the roofline).
+* **recomputed** (otherwise): nothing of size ``n·m`` outlives the forward; backward recomputes
+  each ``tile × tile`` block (4 products in all). With ``P = exp(S - lse)``,
 
       ∂L/∂S_ij = g_i · P^row_ij + g_j · P^col_ij + (h_i + h_j) · w_ij   (counted pairs)
       ∂L/∂A = (∂L/∂S) C,   ∂L/∂C = (∂L/∂S)ᵀ A,
 
   which holds because ``∂lse_i/∂S_ij`` is the row softmax and the weighted sums are linear in
   ``S``. Extra memory is ``O((n + m)·d + tile²)``, never ``O(n·m)``.
+
+Both use the same formula for ``∂L/∂S``; only where ``S`` comes from differs. Tile buffers are
+allocated once per call and reused (no ``tile²`` allocation per block).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,16 +42,24 @@ import torch
 from torch import Tensor
 
 from contrastkit._checks import check_chunk_size
-from contrastkit.engine.pairs import PairRule, TilePairs
+from contrastkit.engine.pairs import PairRule, TilePairs, apply_tile
 
 #: Above this many pairs the automatic choice is the tiled path.
 DENSE_MAX_PAIRS = 2048 * 2048
+#: Up to this many pairs (and when ``S`` is kept) the dense path is plain autograd: at small
+#: sizes the custom autograd Function's fixed cost exceeds the work (measured on 2 CPU cores:
+#: rows and columns of B = 64, d = 128, forward + backward 163 µs with autograd, 252 µs with the
+#: Function; B = 256: 1.31 ms vs 1.50 ms; from B = 512 on the Function is as fast or faster).
+AUTOGRAD_MAX_PAIRS = 256 * 256
 #: Default tile edge of the tiled path on CPU (a 1024 × 1024 fp32 tile is 4 MiB).
 DEFAULT_TILE = 1024
 #: Default tile edge on GPUs (64 MiB in fp32): 1024-tiles leave a GPU launch-bound. Measured on
 #: an H200, clip_loss B=65536, d=512, fp32: 2.2 s with 1024-tiles, 0.55 s with 4096-tiles (dense
 #: PyTorch: 0.41 s and 81 GiB).
 ACCELERATOR_TILE = 4096
+#: Default ``memory_budget`` of :func:`pairwise_lse`: 1 GiB of kept logits, i.e. ``n·m ≤ 2²⁸``
+#: in float32 (``B = 16384`` for a square ``S``). Keeping ``S`` saves one of four matrix products.
+DEFAULT_MEMORY_BUDGET = 2**30
 
 
 def default_tile(device: torch.device) -> int:
@@ -95,6 +113,7 @@ def pairwise_lse(
     rows: bool = True,
     columns: bool = False,
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
 ) -> LSEResult:
     """Row- and/or column-wise log-sum-exp of ``S = anchors @ candidates.T`` under ``pairs``.
 
@@ -107,13 +126,19 @@ def pairwise_lse(
         columns: compute per-candidate statistics (softmax over anchors), from the same ``S``.
         chunk_size: None chooses the dense path for small ``n·m`` and the tiled path otherwise;
             an integer forces the tiled path with that tile edge.
+        memory_budget: bytes that the ``n × m`` logits may occupy between forward and backward
+            (None: :data:`DEFAULT_MEMORY_BUDGET`, 1 GiB). When a gradient is needed and
+            ``n·m·itemsize`` fits, the forward keeps ``S`` and backward costs 2 matrix products
+            instead of 3 (recomputing ``S``); otherwise extra memory stays ``O((n + m)·d +
+            tile²)``. 0 never keeps ``S``. Values and gradients agree either way (to rounding).
 
     Returns:
         :class:`LSEResult`. fp16/bf16 inputs are computed and returned in fp32.
 
     Raises:
         ValueError: if neither ``rows`` nor ``columns`` is requested, shapes disagree, or
-            ``chunk_size`` is not a positive integer.
+            ``chunk_size`` is not a positive integer, or ``memory_budget`` is not an integer
+            ≥ 0.
     """
     if not (rows or columns):
         raise ValueError("pairwise_lse: request rows=True and/or columns=True")
@@ -123,6 +148,10 @@ def pairwise_lse(
             f"{tuple(anchors.shape)} and {tuple(candidates.shape)}"
         )
     check_chunk_size(chunk_size)
+    if memory_budget is not None and (
+        not isinstance(memory_budget, int) or isinstance(memory_budget, bool) or memory_budget < 0
+    ):
+        raise ValueError(f"memory_budget must be an integer >= 0 or None, got {memory_budget!r}")
     if pairs is not None and torch.is_grad_enabled():
         probe = pairs.tile(slice(0, 1), slice(0, 1))
         if any(x is not None and x.requires_grad for x in (probe.weight, probe.log_weight)):
@@ -136,9 +165,15 @@ def pairwise_lse(
     dense = chunk_size is None and n * m <= DENSE_MAX_PAIRS
     tile = max(n, m) if dense else (chunk_size or default_tile(a.device))
     weighted = pairs is not None and pairs.has_weights
-    r_lse, r_ws, r_wt, c_lse, c_ws, c_wt = _TiledLSE.apply(  # type: ignore[no-untyped-call]
-        a, c, pairs, rows, columns, tile, dense
-    )
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    needs_grad = torch.is_grad_enabled() and (a.requires_grad or c.requires_grad)
+    keep = needs_grad and n * m * a.element_size() <= budget
+    if dense and keep and n * m <= AUTOGRAD_MAX_PAIRS:
+        r_lse, r_ws, r_wt, c_lse, c_ws, c_wt = _dense_autograd(a, c, pairs, rows, columns)
+    else:
+        r_lse, r_ws, r_wt, c_lse, c_ws, c_wt = _TiledLSE.apply(  # type: ignore[no-untyped-call]
+            a, c, pairs, rows, columns, tile, keep
+        )
     row_stats = SideStats(r_lse, r_ws, r_wt) if weighted else SideStats(r_lse)
     col_stats = SideStats(c_lse, c_ws, c_wt) if weighted else SideStats(c_lse)
     return LSEResult(rows=row_stats if rows else None, columns=col_stats if columns else None)
@@ -179,8 +214,42 @@ def _online_update(logits: Tensor, dim: int, run_max: Tensor, run_sum: Tensor, b
     run_max.copy_(new_max)
 
 
+def _dense_autograd(
+    a: Tensor, c: Tensor, pairs: PairRule | None, rows: bool, columns: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The dense path with plain autograd ops (small ``n·m``): same outputs as :class:`_TiledLSE`.
+
+    ``S`` is one product and autograd's backward the two others, as on the kept path.
+    """
+    empty = a.new_empty(0)
+    logits = a @ c.T  # (n, m)
+    r_ws = r_wt = c_ws = c_wt = empty
+    lse_fn: Callable[[Tensor, int], Tensor] = torch.logsumexp
+    if pairs is not None:
+        tp = _tile(pairs, slice(0, a.shape[0]), slice(0, c.shape[0]), a.dtype)
+        if tp.weight is not None:
+            weighted = logits * tp.weight
+            if rows:
+                r_ws, r_wt = weighted.sum(1), tp.weight.sum(1)
+            if columns:
+                c_ws, c_wt = weighted.sum(0), tp.weight.sum(0)
+        if tp.exclude is not None or tp.log_weight is not None:
+            logits = apply_tile(logits, tp)
+            lse_fn = safe_logsumexp  # rows with nothing counted: -inf with zero gradient
+    r_lse = lse_fn(logits, 1) if rows else empty
+    c_lse = lse_fn(logits, 0) if columns else empty
+    return r_lse, r_ws, r_wt, c_lse, c_ws, c_wt
+
+
+def _blocks(n: int, m: int, tile: int, keep: bool) -> tuple[int, int]:
+    """Block shape ``(rows, cols)``: ``tile × tile``, or full rows of ``~tile²`` entries if kept."""
+    if keep:  # full rows: each block of the kept S is contiguous
+        return min(n, max(1, tile * tile // max(m, 1))), m
+    return min(tile, n), min(tile, m)
+
+
 class _TiledLSE(torch.autograd.Function):
-    """Tiled forward with online log-sum-exp; backward recomputes tiles (see module docstring)."""
+    """Blockwise forward with online log-sum-exp; backward from kept or recomputed blocks."""
 
     @staticmethod
     def forward(
@@ -191,7 +260,7 @@ class _TiledLSE(torch.autograd.Function):
         rows: bool,
         columns: bool,
         tile: int,
-        keep_logits: bool,
+        keep: bool,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
         n, m = a.shape[0], c.shape[0]
         weighted = pairs is not None and pairs.has_weights
@@ -203,9 +272,16 @@ class _TiledLSE(torch.autograd.Function):
         col_sum = a.new_zeros(m) if columns else empty
         col_ws = a.new_zeros(m) if columns and weighted else empty
         col_wt = a.new_zeros(m) if columns and weighted else empty
-        tr, tc = min(tile, n), min(tile, m)
+        tr, tc = _blocks(n, m, tile, keep)
         single = tr == n and tc == m
-        s_flat, e_flat = a.new_empty(tr * tc), a.new_empty(tr * tc)  # reused tile buffers
+        # Rows only and S kept: each block holds full rows, so its row max is final; the kept
+        # buffer then holds E = exp(S - max) (one exp pass, in place) and backward needs only
+        # the row scaling P = E / Σ_j E (no second exp pass).
+        keep_exp = keep and rows and not columns
+        row_total = a.new_empty(n) if keep_exp else empty
+        # One buffer for S (kept: all of it, else one block), one for exp/weights; reused.
+        s_flat = a.new_empty(n * m if keep else tr * tc)
+        e_flat = a.new_empty(tr * tc)
         for r0 in range(0, n, tr):
             r1 = min(r0 + tr, n)
             a_rows = a[r0:r1]
@@ -214,8 +290,10 @@ class _TiledLSE(torch.autograd.Function):
             for c0 in range(0, m, tc):
                 c1 = min(c0 + tc, m)
                 shape = (r1 - r0, c1 - c0)
-                s = s_flat[: shape[0] * shape[1]].view(shape)
-                e = e_flat[: shape[0] * shape[1]].view(shape)
+                size = shape[0] * shape[1]
+                offset = r0 * m if keep else 0  # kept blocks are full rows: S[r0:r1] in place
+                s = s_flat[offset : offset + size].view(shape)
+                e = e_flat[:size].view(shape)
                 torch.mm(a_rows, c[c0:c1].T, out=s)  # (r, c) logits
                 tp = _tile(pairs, slice(r0, r1), slice(c0, c1), a.dtype) if pairs else None
                 if tp is not None:
@@ -228,6 +306,13 @@ class _TiledLSE(torch.autograd.Function):
                             col_ws[c0:c1] += e.sum(0)
                             col_wt[c0:c1] += tp.weight.sum(0)
                     _apply_tile_(s, tp)
+                if keep_exp:
+                    peak = s.amax(1)
+                    shift = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+                    s.sub_(shift[:, None]).exp_()  # E; excluded pairs: exp(-inf) = 0
+                    torch.sum(s, 1, out=row_total[r0:r1])
+                    row_lse[r0:r1] = torch.log(row_total[r0:r1]) + shift
+                    continue
                 if single:  # the whole S is this tile: fused log-sum-exp, no running state
                     lse_fn = safe_logsumexp if tp is not None else torch.logsumexp
                     row_lse = lse_fn(s, 1) if rows else empty
@@ -237,15 +322,17 @@ class _TiledLSE(torch.autograd.Function):
                     _online_update(s, 1, run_max, run_sum, e)
                 if columns:
                     _online_update(s, 0, col_max[c0:c1], col_sum[c0:c1], e)
-            if rows and not single:
+            if rows and not single and not keep_exp:
                 row_lse[r0:r1] = torch.log(run_sum) + run_max
-        if not single:
+        if not single or keep_exp:
             col_lse = torch.log(col_sum) + col_max if columns else empty
-        ctx.save_for_backward(a, c, row_lse, col_lse)
-        ctx.pairs, ctx.rows, ctx.columns, ctx.tile = pairs, rows, columns, tile
-        # Dense path: one tile holding all of S (masked); backward reuses it instead of
-        # recomputing the matmul.
-        ctx.logits = s_flat.view(n, m) if keep_logits and single else None
+        # The kept (masked) S goes through save_for_backward so that autograd frees it after
+        # backward even while the caller still holds the loss.
+        kept = s_flat.view(n, m) if keep else empty
+        ctx.save_for_backward(a, c, row_lse, col_lse, kept, row_total)
+        ctx.pairs, ctx.rows, ctx.columns, ctx.keep = pairs, rows, columns, keep
+        ctx.keep_exp = keep_exp
+        ctx.blocks = (tr, tc)
         ctx.mark_non_differentiable(row_wt, col_wt)
         return row_lse, row_ws, row_wt, col_lse, col_ws, col_wt
 
@@ -259,10 +346,11 @@ class _TiledLSE(torch.autograd.Function):
         g_col_ws: Tensor,
         _g_col_wt: Tensor,
     ) -> tuple[Tensor | None, ...]:
-        a, c, row_lse, col_lse = ctx.saved_tensors
+        a, c, row_lse, col_lse, kept, row_total = ctx.saved_tensors
         pairs: PairRule | None = ctx.pairs
         rows: bool = ctx.rows
         columns: bool = ctx.columns
+        keep: bool = ctx.keep
         need_a, need_c = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         n, m = a.shape[0], c.shape[0]
         weighted = pairs is not None and pairs.has_weights
@@ -272,32 +360,41 @@ class _TiledLSE(torch.autograd.Function):
         # shift gives exp(-inf - shift) = 0 there.
         lowest = torch.finfo(a.dtype).min  # clamp keeps NaN (never hides one)
         row_shift, col_shift = row_lse.clamp(min=lowest), col_lse.clamp(min=lowest)
-        tr, tc = min(ctx.tile, n), min(ctx.tile, m)
-        cached: Tensor | None = ctx.logits
-        s_flat = cached.view(-1) if cached is not None else a.new_empty(tr * tc)
-        g_flat, h_flat = a.new_empty(tr * tc), None
+        row_scale = a.new_empty(0)
+        if ctx.keep_exp:  # P = E / Σ_j E: the row's gradient over its total (0 if none counted)
+            row_scale = torch.where(row_total == 0, 0.0, g_row_lse / row_total)
+        tr, tc = ctx.blocks
+        s_flat = kept.view(-1) if keep else a.new_empty(tr * tc)
+        g_flat = a.new_empty(tr * tc)
+        # the kept logits must survive a second backward (retain_graph): never modified in place
+        h_flat = a.new_empty(tr * tc) if keep and rows and columns else None
         for r0 in range(0, n, tr):
             r1 = min(r0 + tr, n)
             a_rows = a[r0:r1]
             for c0 in range(0, m, tc):
                 c1 = min(c0 + tc, m)
                 shape = (r1 - r0, c1 - c0)
-                s = s_flat[: shape[0] * shape[1]].view(shape)
-                g = g_flat[: shape[0] * shape[1]].view(shape)
-                tp = _tile(pairs, slice(r0, r1), slice(c0, c1), a.dtype) if pairs else None
-                if cached is None:
+                size = shape[0] * shape[1]
+                offset = r0 * m if keep else 0
+                s = s_flat[offset : offset + size].view(shape)
+                g = g_flat[:size].view(shape)
+                # masks are already in the kept S: expand the pair rule only for weights
+                tp = None
+                if pairs is not None and (weighted or not keep):
+                    tp = _tile(pairs, slice(r0, r1), slice(c0, c1), a.dtype)
+                if not keep:
                     torch.mm(a_rows, c[c0:c1].T, out=s)
                     if tp is not None:
                         _apply_tile_(s, tp)
                 # g = dL/dS for this tile, built in place.
-                if rows:
+                if ctx.keep_exp:
+                    torch.mul(s, row_scale[r0:r1, None], out=g)
+                elif rows:
                     torch.sub(s, row_shift[r0:r1, None], out=g).exp_()
                     g.mul_(g_row_lse[r0:r1, None])
                     if columns:
-                        # the cached logits must survive a second backward (retain_graph)
-                        if cached is not None:
-                            h_flat = a.new_empty(tr * tc) if h_flat is None else h_flat
-                            h = torch.sub(s, col_shift[None, c0:c1], out=h_flat.view(shape))
+                        if h_flat is not None:
+                            h = torch.sub(s, col_shift[None, c0:c1], out=h_flat[:size].view(shape))
                         else:
                             h = s.sub_(col_shift[None, c0:c1])
                         g.add_(h.exp_().mul_(g_col_lse[None, c0:c1]))

@@ -23,7 +23,10 @@ def full_precision(loss: Callable[_P, _R]) -> Callable[_P, _R]:
 
     @functools.wraps(loss)
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with torch.autocast(_device_type(args), enabled=False):
+        device = _device_type(args)
+        if not torch.is_autocast_enabled(device):  # nothing to switch off: skip the context
+            return loss(*args, **kwargs)
+        with torch.autocast(device, enabled=False):
             return loss(*args, **kwargs)
 
     return wrapper

@@ -1,18 +1,37 @@
-"""COCONUT's rehearsal-only SupCon (NSPT / NTPT), an instance of :func:`source_supcon`.
+"""COCONUT's rehearsal-only SupCon (NSPT, and the NTPT design variant), via :func:`source_supcon`.
 
 Reference:
-    - [0] Cappellazzo et al., "Continual Contrastive Spoken Language Understanding" (COCONUT),
-      2023/2024. No public code was found.
+    - [0] Cappellazzo, Fini, Yang, Falavigna, Brutti, Raj, "Continual Contrastive Spoken Language
+      Understanding" (COCONUT), arXiv 2310.02699, ACL Findings 2024. No official code was found
+      (``umbertocappellazzo/CL_SLU`` is the authors' earlier rehearsal + KD work).
 
-What is reconstructed and what is verified: the *structure* — anchors restricted to rehearsal
-(replay-buffer) samples, positives from the frozen teacher's projections of same-class samples,
-negatives from the student (NSPT) or from the teacher (NTPT) — comes from the abstract and the
-OpenReview reviews. The exact formula (which samples enter the denominator, whether the
-teacher's view of the anchor's own sample is a positive, the normalisation) is a
-**reconstruction**, not checked against the paper's Eq. 5 (see ``methods.md`` §6b, marked
-[unverified]). What *is* verified here, by tests, is that the code computes exactly the formula
-written in :func:`source_supcon`, and that it reduces to :func:`contrastkit.supcon` when all
-three sources are the student.
+What the paper says, and what was checked (December 2026, stored copies of the arXiv abstract
+v1-v3, the ACL Anthology page, the OpenReview page and a paper summary; the paper's body and
+equations were **not** readable in those copies):
+
+* COCONUT = experience replay + **two** contrastive terms: **NSPT** ("negative student, positive
+  teacher"), which preserves old knowledge, and **MM**, a *multimodal* audio-text contrastive
+  loss that aligns the encoder's audio features with text features to learn more discriminative
+  representations of the *new* data. NTPT ("negative teacher, positive teacher") is **not** the
+  multimodal term: it is one of the "different contrastive designs to combine the contrastive
+  loss with teacher-student architectures" that the paper compares (the KD-style variant).
+  ``coconut_loss`` implements NSPT (default) and NTPT (``teacher_negatives=True``); MM is an
+  ordinary image-text InfoNCE (:class:`contrastkit.InfoNCELoss` with ``symmetric=True`` on the
+  trainer's ``pairing = "text"``), see the ``coconut-fmnist`` recipe.
+* NSPT is "a modified version of the standard supervised contrastive loss applied only to the
+  rehearsal samples" (abstract v1/v2; the ACL version drops "applied only to the rehearsal
+  samples"), "pulling closer samples from the same class and pushing away the others". The teacher
+  is the model frozen at the end of the previous task.
+
+What is a **reconstruction** (not checked against the paper's equation): the exact sets in the
+denominator (here: the teacher's same-class positives plus the student's other-class rows of
+the whole batch, rehearsal and new alike), whether the teacher's view of the anchor's own sample
+is a positive (default yes; ``exclude_self_positive=True`` drops it), the normalisation (mean
+over positives, then over rehearsal anchors; no ``τ/τ_base`` factor) and the temperature (no
+value from the paper). What the tests verify: the code computes exactly the formula written in
+:func:`coconut_loss` (a float64 loop reference), gradients flow only into the student, and with
+``teacher = student`` and the self-pair excluded it *is* SupCon (Khosla et al. ``L_out``)
+restricted to rehearsal anchors — the "modified SupCon" the abstract describes.
 """
 
 from __future__ import annotations
@@ -55,11 +74,11 @@ def coconut_loss(
     The teacher is detached here. This is :func:`source_supcon` with
     ``(anchors, positives, negatives) = (student, teacher, student | teacher)``.
 
-    **Reconstructed, not verified**: the formula is rebuilt from the abstract and reviews
-    (``methods.md`` §6b [unverified]); no official code exists. In particular whether ``P(i)``
-    contains the teacher's view of ``i`` itself (default: yes; ``exclude_self_positive=True``
-    drops it) and whether anchors range over all of the batch's rehearsal samples (as here) are
-    open. No value from the paper is reproduced.
+    The anchors and the two sources follow the paper (NSPT: student anchors on rehearsal rows,
+    teacher positives, student negatives); the exact denominator, the self-positive and the
+    normalisation are a reconstruction (see the module docstring). In class-incremental training
+    (``contrastkit.train.continual``) the trainer passes ``student``, ``teacher`` (the frozen
+    previous-task model) and ``rehearsal_mask``; the term is inactive on the first task.
 
     Args:
         student: ``(B, d)`` projections of the model being trained.

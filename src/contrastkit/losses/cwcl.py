@@ -3,12 +3,31 @@
 Reference:
     - [0] Srinivasa et al., "CWCL: Cross-Modal Transfer with Continuously Weighted Contrastive
       Loss", NeurIPS 2023. No official code; implemented from the formula.
+
+What is verified, and what is not:
+    - The a→b direction (row-normalised soft labels ``w_ij / Σ_j w_ij`` with
+      ``w = (cos + 1) / 2`` of the frozen embeddings) matches the formula as reused in the text of
+      a later paper (CellCLIP) and is tested against a float64 loop and against CLIP at ``W = I``.
+    - The reverse (b→a) direction could **not** be checked: no official code was found (searched
+      public code for a CWCL implementation by the authors, December 2026) and the paper's text
+      was not available offline. Here it uses the same frozen weights, transposed (the weights
+      are symmetric, so the b→a row ``j`` is normalised by ``Σ_i w_ij``), and the two directions
+      are averaged — an assumption. CellCLIP instead applies CWCL one way and plain CLIP the other;
+      ``symmetric=False`` gives the one-way loss to build that.
+    - Flat weights: with sentence encoders whose cosines are all similar (MiniLM: 0.3–0.7 between
+      unrelated sentences), ``(cos + 1) / 2`` gives every pair nearly the same weight, so the
+      soft labels carry almost no information about which pair is the true one and training
+      degrades without an error. :func:`cwcl` warns (:class:`FlatWeightsWarning`) when, in a
+      batch of ``B ≥ 16``, a row's own pair holds on average less than twice the uniform share
+      ``1 / B`` of its weight; the remedy is ``weight_temperature`` (a sharper kernel).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 from contrastkit._checks import (
@@ -23,6 +42,34 @@ from contrastkit.engine import ExpCosine, Pairs, pairwise_lse, shifted_cosine
 from contrastkit.losses._base import LossModule
 from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.temperature import LearnableTemperature
+
+FLAT_WEIGHTS_MIN_BATCH = 16
+FLAT_WEIGHTS_RATIO = 2.0
+
+
+class FlatWeightsWarning(UserWarning):
+    """CWCL's soft labels are nearly uniform: each row's own pair holds a tiny share."""
+
+
+def own_pair_share(weight_total: Tensor, weight_fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """Share of each row's total weight held by its own pair: ``w(1) / Σ_j w_ij``, ``(B,)``."""
+    own = weight_fn(torch.ones((), dtype=weight_total.dtype, device=weight_total.device))
+    return own / weight_total
+
+
+def warn_if_flat(share: Tensor, batch: int) -> None:
+    """Warn (:class:`FlatWeightsWarning`) when the mean own-pair share is < 2 / batch."""
+    if batch < FLAT_WEIGHTS_MIN_BATCH:
+        return
+    if float(share.mean()) < FLAT_WEIGHTS_RATIO / batch:
+        warnings.warn(
+            "cwcl: the soft-label weights are nearly uniform (each row's own pair holds less "
+            "than twice the uniform share 1/B of its weight), so CWCL barely distinguishes the "
+            "true pair; this happens with (cos + 1) / 2 on sentence embeddings whose cosines are "
+            "all similar. Use a sharper kernel: weight_temperature=0.05 (or 0.1).",
+            FlatWeightsWarning,
+            stacklevel=4,  # warn_if_flat <- cwcl <- full_precision wrapper <- the caller
+        )
 
 
 @full_precision
@@ -49,7 +96,8 @@ def cwcl(
 
     i.e. a cross-entropy against the row-normalised soft labels ``w_ij / Σ_j w_ij``. Every
     candidate is in the denominator. ``symmetric=True`` averages with the b→a direction, which
-    uses the same frozen weights. With ``W = I`` (e.g. orthonormal ``q`` and
+    uses the same frozen weights (an assumption: the paper's reverse direction could not be
+    checked, see the module docstring). With ``W = I`` (e.g. orthonormal ``q`` and
     ``weight_fn = relu``) this is exactly :func:`clip_loss`.
 
     The weights are computed per tile from ``q`` inside the similarity engine — never as a
@@ -70,7 +118,8 @@ def cwcl(
         normalize: L2-normalise ``a`` and ``b``.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (``(B,)``, per pair when symmetric).
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
-        check_values: check NaN/inf and that every row has positive total weight (syncs).
+        check_values: check NaN/inf and that every row has positive total weight (syncs), and
+            warn (:class:`FlatWeightsWarning`) when the weights are nearly uniform.
 
     Returns:
         Scalar loss, or ``(B,)`` with ``reduction='none'``.
@@ -118,6 +167,8 @@ def cwcl(
 
     rows = stats.rows
     assert rows is not None and rows.weighted_sum is not None and rows.weight_total is not None
+    if check_values:  # this already syncs; the flatness check reads one more scalar
+        warn_if_flat(own_pair_share(rows.weight_total.detach(), weight_fn), za.shape[0])
     losses = direction_loss(rows.weight_total, rows.weighted_sum, rows.lse)  # (B,)
     if symmetric:
         cols = stats.columns

@@ -120,6 +120,19 @@ def main_train(argv: list[str]) -> int:
             run_dir = (
                 Path(args.out) if args.out else Path("runs") / f"{cfg['name']}{suffix}-{stamp}"
             )
+        if cfg["continual"]["tasks"] > 0:  # class-incremental: contrastkit.train.continual
+            from contrastkit.train.continual import ContinualTrainer
+
+            print(f"run directory: {run_dir}", file=sys.stderr)
+            ContinualTrainer(
+                cfg,
+                run_dir,
+                resume=bool(args.resume),
+                overwrite=args.overwrite,
+                allow_config_change=args.allow_config_change,
+            ).fit()
+            print(f"\nrun directory: {run_dir} (report.md, results.json, plots/)")
+            return 0
         from contrastkit.train.trainer import Trainer
 
         trainer = Trainer(

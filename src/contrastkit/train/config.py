@@ -85,7 +85,12 @@ DEFAULTS: dict[str, Any] = {
         "text_head": "none",
     },
     "objectives": {},
-    "text": {"template": "a photo of a {}.", "descriptions": []},
+    "text": {
+        "template": "a photo of a {}.",
+        "descriptions": [],
+        "captions": False,
+        "control": "none",
+    },
     "optim": {
         "name": "adamw",
         "lr": 2e-3,
@@ -123,6 +128,21 @@ DEFAULTS: dict[str, Any] = {
         "epoch_geometry": True,
         "zero_shot": False,
     },
+    # class-incremental training (contrastkit.train.continual); tasks = 0: ordinary training
+    "continual": {
+        "tasks": 0,
+        "classes_per_task": 2,
+        "class_order": [],
+        "order_seed": 0,
+        "buffer_size": 200,
+        "selection": "random",
+        "replay_batch_size": 64,
+        "teacher": True,
+        "epochs_per_task": [],
+        "joint": False,
+        "eval_knn": True,
+        "random_text": False,
+    },
 }
 
 # One loss term of the [objectives] table (``[objective]`` is short for ``[objectives.main]``).
@@ -144,9 +164,11 @@ _CHOICES = {
     "optim.name": ("adamw", "sgd"),
     "model.pool": ("avg", "fc"),
     "model.text_tower": ("minilm-frozen", "minilm"),
+    "text.control": ("none", "shuffled", "shuffled-in-class", "class-random"),
     "model.text_head": ("none", "linear", "mlp"),
     "optim.schedule": ("cosine", "constant"),
     "train.precision": ("fp32", "bf16", "fp16"),
+    "continual.selection": ("random", "herding"),
 }
 
 

@@ -8,7 +8,10 @@ zero-shot and generalised zero-shot learning):
 
 * ``seen`` / ``unseen``: samples of those classes, only those classes competing;
 * ``generalized``: every class competes; accuracy on the seen samples (``S``), on the unseen
-  samples (``U``) and their harmonic mean ``H = 2SU / (S + U)``.
+  samples (``U``) and their harmonic mean ``H = 2SU / (S + U)``. A model trained on the seen
+  classes scores them higher, so ``U`` (and ``H``) is often near 0; ``generalized_ausuc``, the
+  area under the seen–unseen curve over a calibration constant
+  (:func:`contrastkit.metrics.zero_shot.ausuc`), is the calibration-free summary.
 """
 
 from __future__ import annotations
@@ -132,6 +135,11 @@ def zero_shot_table(
             generalized_unseen=u,
             generalized_h=2 * s * u / (s + u) if s + u > 0 else 0.0,
         )
+        if bool(torch.isin(labels, torch.as_tensor(unseen, dtype=labels.dtype)).any()):
+            from contrastkit.metrics.zero_shot import ausuc
+
+            scores = F.normalize(image_emb.float(), dim=1) @ F.normalize(class_emb.float(), dim=1).T
+            out["generalized_ausuc"] = ausuc(scores, labels, seen)
     return out
 
 

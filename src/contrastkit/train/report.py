@@ -33,6 +33,11 @@ def format_table(results: Mapping[str, Any]) -> str:
                 f"generalized zero-shot (all compete): seen {zs['generalized_seen']:.4f}, "
                 f"unseen {zs['generalized_unseen']:.4f}, harmonic mean {zs['generalized_h']:.4f}"
             )
+            if "generalized_ausuc" in zs:
+                lines.append(
+                    f"generalized zero-shot, area under the seen-unseen curve (AUSUC): "
+                    f"{zs['generalized_ausuc']:.4f}"
+                )
     return "\n".join(lines)
 
 

@@ -26,7 +26,13 @@ argument            what the trainer passes
 ``weight_embeddings`` the frozen text embeddings (``pairing="text"``; CWCL's weights)
 ``positive_ids``    the labels, when ``positive_ids = "labels"`` (same-class rows are no negatives)
 ``logits``          the classifier's logits (a classifier head is built when a term asks)
+``student``         the projections of the first view (continual learning, ``[continual]``)
+``teacher``         the frozen previous-task model's projections of the same rows
+``rehearsal_mask``  ``(B,)`` bool, True for the rows replayed from the rehearsal buffer
 =================== =============================================================================
+
+The last three exist only in class-incremental training (``continual.tasks > 0``, see
+:mod:`contrastkit.train.continual`); a term that needs a teacher is inactive on the first task.
 
 Under ``torchrun`` (several ranks), a term whose class takes ``gather_distributed`` gets it set
 to True, so it contrasts against the global batch with correct gradients.
@@ -57,10 +63,15 @@ SUPPORTED_INPUTS = (
     "weight_embeddings",
     "positive_ids",
     "logits",
+    "student",
+    "teacher",
+    "rehearsal_mask",
 )
 # Constructor arguments the trainer fills in from the data when the config leaves them out.
 DATASET_SIZE_ARGS = ("num_samples", "dataset_size", "data_size")
 _PAIR_INPUTS = {"a", "b", "embeddings", "views"}
+#: Inputs only class-incremental training provides (see contrastkit.train.continual).
+CONTINUAL_INPUTS = {"student", "teacher", "rehearsal_mask"}
 
 
 class CrossEntropy(nn.Module):
@@ -146,6 +157,8 @@ class Streams:
         text: the rows' projected text (second-modality) embeddings ``(b, d)``, or None.
         text_raw: the frozen text embeddings before any text head ``(b, D2)``, or None.
         labels: ``(b,)`` or None; index: ``(b,)``; logits: ``(b, K)`` or None.
+        teacher: the frozen previous-task model's projections ``(b, d)`` (continual), or None.
+        rehearsal_mask: ``(b,)`` bool, True for replayed rows (continual), or None.
     """
 
     views: list[Tensor]
@@ -154,6 +167,8 @@ class Streams:
     labels: Tensor | None
     index: Tensor
     logits: Tensor | None = None
+    teacher: Tensor | None = None
+    rehearsal_mask: Tensor | None = None
 
 
 @dataclass
@@ -201,6 +216,12 @@ class Term:
             kwargs["weight_embeddings"] = s.text_raw
         if "logits" in self.inputs:
             kwargs["logits"] = s.logits
+        if "student" in self.inputs:
+            kwargs["student"] = s.views[0]
+        if "teacher" in self.inputs:
+            kwargs["teacher"] = s.teacher
+        if "rehearsal_mask" in self.inputs:
+            kwargs["rehearsal_mask"] = s.rehearsal_mask
         loss: Tensor = self.module(**kwargs)
         return loss
 
@@ -213,6 +234,7 @@ def build_term(
     has_labels: bool,
     has_text: bool,
     world_size: int = 1,
+    continual: bool = False,
 ) -> Term:
     """Instantiate one ``[objectives.NAME]`` table and check its ``forward`` can be fed.
 
@@ -248,10 +270,15 @@ def build_term(
             f"{key}.name: {spec['name']}.forward needs {unsupported}, which the trainer cannot "
             f"provide (it provides {list(SUPPORTED_INPUTS)})"
         )
-    if not (names & (_PAIR_INPUTS | {"logits"})):
+    if not (names & (_PAIR_INPUTS | {"logits", "student"})):
         raise ConfigError(
-            f"{key}.name: {spec['name']}.forward takes none of (a, b), embeddings, views, logits: "
-            f"{sorted(names)}"
+            f"{key}.name: {spec['name']}.forward takes none of (a, b), embeddings, views, logits, "
+            f"student: {sorted(names)}"
+        )
+    if required & CONTINUAL_INPUTS and not continual:
+        raise ConfigError(
+            f"{key}.name: {spec['name']} needs {sorted(required & CONTINUAL_INPUTS)} (a teacher "
+            "model and a rehearsal buffer): set continual.tasks > 0 (class-incremental training)"
         )
     if "weight_embeddings" in required and spec["pairing"] != "text":
         raise ConfigError(
@@ -299,6 +326,7 @@ def build_terms(
     has_labels: bool,
     has_text: bool,
     world_size: int = 1,
+    continual: bool = False,
 ) -> dict[str, Term]:
     """Every term of ``cfg["objectives"]`` (see :func:`build_term`)."""
     return {
@@ -309,6 +337,7 @@ def build_terms(
             has_labels=has_labels,
             has_text=has_text,
             world_size=world_size,
+            continual=continual,
         )
         for name, spec in cfg["objectives"].items()
     }

@@ -54,9 +54,9 @@ from contrastkit.data.augment import (
 from contrastkit.data.dataset import ArrayDataset, stratified_split
 from contrastkit.data.sources import load_data
 from contrastkit.data.variants import class_split_indices, long_tailed_indices
+from contrastkit.train import captioning, evaluation
 from contrastkit.train import checkpoint as ckpt
 from contrastkit.train import config as config_mod
-from contrastkit.train import evaluation
 from contrastkit.train.collapse import CollapseMonitor
 from contrastkit.train.config import ConfigError
 from contrastkit.train.encoder import build_encoder, feature_dim
@@ -200,13 +200,14 @@ def build(cfg: Mapping[str, Any], world_size: int = 1) -> Setup:
         ConfigError / DataError: naming the key or file at fault.
     """
     train, bank, test = build_datasets(cfg)
+    train = captioning.attach_captions(cfg, train)  # text.captions: one caption per image
     pairs_text = any(t["pairing"] == "text" for t in cfg["objectives"].values())
     tower = cfg["model"]["text_tower"]
     names = train.class_names
     class_text = None
     if (pairs_text or cfg["eval"]["zero_shot"]) and train.paired is None:
         if cfg["eval"]["zero_shot"] or train.texts is None:
-            class_text = class_texts(cfg, names)
+            class_text = captioning.caption_class_texts(cfg, names) or class_texts(cfg, names)
         if train.texts is None:  # pair each row with its class description
             if train.labels is None:
                 raise ConfigError("objectives: text pairing needs texts or labels in the data")
@@ -221,7 +222,7 @@ def build(cfg: Mapping[str, Any], world_size: int = 1) -> Setup:
             from contrastkit.data.text import embed_texts
 
             assert train.texts is not None
-            train = train.with_paired(embed_texts(train.texts))
+            train = captioning.apply_control(cfg, train.with_paired(embed_texts(train.texts)))
             text_dim = train.paired.shape[1]  # type: ignore[union-attr]
             if class_text is not None:
                 class_raw = embed_texts(class_text)

@@ -1,0 +1,141 @@
+"""Small batches: fixed per-call overhead of contrastkit's CLIP loss against a naive dense one.
+
+    OMP_NUM_THREADS=1 python benchmarks/small_batch_overhead.py [--reps 300] [--out DIR]
+
+Forward + backward of the symmetric CLIP loss, float32, one thread, B ∈ {32, …, 1024}. All
+variants run in one process, interleaved step by step in a rotating order (load changes hit them
+alike), and the median over ``reps`` steps is reported:
+
+* ``naive-dense``: ``F.normalize``, ``a @ b.T / τ``, two ``F.cross_entropy``;
+* ``contrastkit``: ``clip_loss`` as shipped (value checks on: one host sync per call);
+* ``contrastkit, check_values=False``;
+* ``contrastkit, Function path``: as shipped but with the plain-autograd dense path switched off
+  (``AUTOGRAD_MAX_PAIRS = 0``), i.e. the engine's custom autograd Function at every size — what
+  small batches ran before the plain-autograd path was added.
+
+Writes ``small_batch_overhead.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import contrastkit.engine.lse as lse
+from contrastkit.losses.clip import clip_loss
+
+TAU = 0.07
+BATCHES = (32, 64, 128, 256, 512, 1024)
+DIMS = (128, 512)
+
+
+def _naive(a: Tensor, b: Tensor) -> Tensor:
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    logits = a @ b.T / TAU
+    labels = torch.arange(a.shape[0])
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
+
+
+def _ours(a: Tensor, b: Tensor) -> Tensor:
+    return clip_loss(a, b, temperature=TAU)
+
+
+def _ours_unchecked(a: Tensor, b: Tensor) -> Tensor:
+    return clip_loss(a, b, temperature=TAU, check_values=False)
+
+
+def _ours_function(a: Tensor, b: Tensor) -> Tensor:
+    saved = lse.AUTOGRAD_MAX_PAIRS
+    lse.AUTOGRAD_MAX_PAIRS = 0
+    try:
+        return clip_loss(a, b, temperature=TAU)
+    finally:
+        lse.AUTOGRAD_MAX_PAIRS = saved
+
+
+VARIANTS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "naive-dense": _naive,
+    "contrastkit": _ours,
+    "contrastkit, check_values=False": _ours_unchecked,
+    "contrastkit, Function path": _ours_function,
+}
+
+
+def measure(batch: int, dim: int, reps: int) -> dict[str, list[float]]:
+    """Per variant, ``reps`` forward+backward times, interleaved in a rotating order."""
+    g = torch.Generator().manual_seed(batch + dim)
+    a = torch.randn(batch, dim, generator=g).requires_grad_()
+    b = torch.randn(batch, dim, generator=g).requires_grad_()
+    names = list(VARIANTS)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for step in range(reps + 3):  # 3 warm-up rounds
+        for name in names[step % len(names) :] + names[: step % len(names)]:
+            a.grad = b.grad = None
+            start = time.perf_counter()
+            VARIANTS[name](a, b).backward()  # type: ignore[no-untyped-call]
+            if step >= 3:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    """Run the grid and write the page."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--reps", type=int, default=300, help="timed steps (B ≥ 512: reps / 5)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    load_start = os.getloadavg()[0]
+    for dim in DIMS:
+        for batch in BATCHES:
+            reps = args.reps if batch < 512 else max(20, args.reps // 5)
+            times = measure(batch, dim, reps)
+            med = {n: statistics.median(t) for n, t in times.items()}
+            rows.append({"B": batch, "d": dim, "reps": reps, "median_s": med, "times_s": times})
+            print(batch, dim, {n: f"{t * 1e3:.3f} ms" for n, t in med.items()}, flush=True)
+    load_end = os.getloadavg()[0]
+    names = list(VARIANTS)
+    lines = [
+        "# Small batches: contrastkit's CLIP loss vs a naive dense one (forward + backward)",
+        "",
+        f"float32, 1 thread, median of interleaved steps (rotating order); 1-min load average "
+        f"{load_start:.1f} at the start, {load_end:.1f} at the end (the machine was shared: "
+        "compare columns within a row, not rows across runs). Ratios are ÷ naive-dense.",
+        "",
+        "| B | d | steps | "
+        + " | ".join(names)
+        + " | "
+        + " | ".join(f"{n} ÷ naive" for n in names[1:])
+        + " |",
+        "|---|---|---|" + "---|" * (2 * len(names) - 1),
+    ]
+    for row in rows:
+        med = row["median_s"]
+        cells = [f"{med[n] * 1e3:.3f} ms" for n in names]
+        ratios = [f"{med[n] / med['naive-dense']:.2f}×" for n in names[1:]]
+        lines.append(
+            f"| {row['B']} | {row['d']} | {row['reps']} | " + " | ".join(cells + ratios) + " |"
+        )
+    lines += [
+        "",
+        "Generated by `OMP_NUM_THREADS=1 python benchmarks/small_batch_overhead.py "
+        f"--reps {args.reps}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "small_batch_overhead.md").write_text("\n".join(lines) + "\n")
+    payload = {"load": [load_start, load_end], "rows": rows}
+    (args.out / "small_batch_overhead.json").write_text(json.dumps(payload))
+
+
+if __name__ == "__main__":
+    main()
