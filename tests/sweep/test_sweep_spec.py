@@ -347,3 +347,18 @@ def test_progress_estimates_time_left() -> None:
     lines = stream.getvalue().splitlines()
     assert "after the first run" in lines[0]
     assert lines[1].startswith("sweep x [3/5] running c") and "~2m30s left" in lines[1]
+
+
+def test_a_run_made_before_a_new_default_key_is_still_finished(tmp_path: Path) -> None:
+    sweep = spec.load_sweep("temperature", "tiny")
+    run = spec.plan_stage(sweep, spec.VALIDATION)[0]
+    path = tmp_path / "run"
+    path.mkdir()
+    (path / "results.json").write_text("{}")
+    older = json.loads(json.dumps(run.cfg))
+    del older["optim"]["lr_batch"]  # a key the library added after the run was made
+    (path / "config.toml").write_text(config_mod.dumps(older))
+    assert runner.run_state(run, path) == "finished"
+    older["optim"]["lr"] = 0.5  # a real difference
+    (path / "config.toml").write_text(config_mod.dumps(older))
+    assert runner.run_state(run, path) == "changed"

@@ -62,6 +62,20 @@ def _comparable(cfg: Mapping[str, Any]) -> str:
     return config_mod.dumps(cfg)
 
 
+def _stored_config(path: Path) -> dict[str, Any]:
+    """A run's ``config.toml``, resolved again with today's defaults.
+
+    Keys added to the defaults since the run was made take their defaults (which keep the old
+    behaviour), so a library update does not turn finished runs into changed ones. A config
+    that no longer resolves is compared as is.
+    """
+    raw = config_mod.load_toml(path)
+    try:
+        return config_mod.resolve(raw)
+    except ConfigError:
+        return raw
+
+
 def run_dir(out: Path, spec: RunSpec) -> Path:
     """The run directory of ``spec`` in the sweep folder ``out``."""
     return out / spec.stage / spec.name
@@ -77,7 +91,7 @@ def run_state(spec: RunSpec, path: Path) -> str:
     stored = path / "config.toml"
     if not stored.is_file():
         return "fresh"
-    if _comparable(config_mod.load_toml(stored)) != _comparable(spec.cfg):
+    if _comparable(_stored_config(stored)) != _comparable(spec.cfg):
         return "changed"
     if (path / "results.json").is_file():
         return "finished"
