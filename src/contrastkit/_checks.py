@@ -64,7 +64,7 @@ class ValueChecks:
         """Every row of ``x`` has a direction (needed to L2-normalise it)."""
         if self.enabled and x.numel():
             self.require(
-                (x.detach().abs().amax(-1) > 0).all(),
+                (torch.linalg.vector_norm(x.detach(), ord=math.inf, dim=-1) > 0).all(),
                 f"{name} has an all-zero row, which cannot be L2-normalised "
                 "(normalize=True); drop it or pass normalize=False",
             )

@@ -712,6 +712,9 @@ def _set_mmap_threshold(nbytes: int) -> bool:
 
         libc = ctypes.CDLL("libc.so.6")
         ok = libc.mallopt(_M_MMAP_THRESHOLD, nbytes) and libc.mallopt(_M_TRIM_THRESHOLD, 2 * nbytes)
+        # Hand free heap pages back: chunks kept from the timed (32 MiB) steps would otherwise be
+        # reused by a memory step without raising the RSS (an undercount).
+        libc.malloc_trim(0)
         return bool(ok)
     except (OSError, AttributeError):
         return False
@@ -778,6 +781,7 @@ def run_config(
         _set_mmap_threshold(MEMORY_MMAP_THRESHOLD)
         for name, fn in fns.items():
             gc.collect()
+            _set_mmap_threshold(MEMORY_MMAP_THRESHOLD)  # trims what the last step left free
             base = _rss_bytes()
             _reset_hwm()
             _step(fn, inputs)

@@ -291,6 +291,6 @@ def write_plot(payload: dict[str, Any], path: Path) -> None:
         f"{meta['date']}",
         fontsize=11,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(path, dpi=80)
     plt.close(fig)

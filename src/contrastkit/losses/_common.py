@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
@@ -51,7 +52,7 @@ def l2_normalize(x: Tensor) -> Tensor:
     norm in ``[1, √d]``. An all-zero row stays zero with a bounded gradient (the losses reject
     it as a value error; see :meth:`contrastkit._checks.ValueChecks.nonzero_rows`).
     """
-    scale = x.detach().abs().amax(-1, keepdim=True)
+    scale = torch.linalg.vector_norm(x.detach(), ord=math.inf, dim=-1, keepdim=True)  # max |x|
     y = x / torch.where(scale > 0, scale, torch.ones_like(scale))
     norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
     return y / torch.where(norm > 0, norm, torch.ones_like(norm))
