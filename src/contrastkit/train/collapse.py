@@ -45,7 +45,7 @@ def collapse_value(
 
     Returns:
         The value, or None for terms that are not checked (text pairing, labels or logits as
-        input) or that reject the collapsed batch with a ``ValueError``.
+        input) or that cannot be evaluated on the collapsed batch (any exception).
     """
     if term.pairing != "views" or term.inputs & _UNCHECKED_INPUTS:
         return None
@@ -58,10 +58,9 @@ def collapse_value(
         labels=None,
         index=torch.arange(batch_size, device=device),
     )
-    probe = copy.deepcopy(term)
     try:
-        value = float(probe(streams))
-    except ValueError:
+        value = float(copy.deepcopy(term)(streams))
+    except Exception:  # a diagnostic never stops training: a term it cannot probe is not checked
         return None
     return value if math.isfinite(value) else None
 
