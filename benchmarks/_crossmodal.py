@@ -25,6 +25,22 @@ from contrastkit.train.trainer import Trainer
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def base_overrides(seed: int, epochs: int, bank: int) -> dict[str, Any]:
+    """What every run of both studies sets: one thread, a validation split, no extra evaluation."""
+    return {
+        "seed": seed,
+        "train.epochs": epochs,
+        "train.progress": False,
+        "train.threads": 1,
+        "data.validation_fraction": 0.1,
+        "data.eval_train_subset": bank,
+        "eval.linear_probe": False,
+        "eval.baselines": False,
+        "eval.epoch_knn": False,
+        "eval.epoch_geometry": False,
+    }
+
+
 def train_run(
     recipe: str,
     overrides: Mapping[str, Any],

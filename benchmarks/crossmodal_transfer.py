@@ -30,7 +30,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _crossmodal import RESULTS, cached, fmt, knn_and_probe, mean_std, test_split, train_run
+from _crossmodal import (
+    RESULTS,
+    base_overrides,
+    cached,
+    fmt,
+    knn_and_probe,
+    mean_std,
+    test_split,
+    train_run,
+)
 
 from contrastkit.data.dataset import ArrayDataset
 from contrastkit.metrics.zero_shot import (
@@ -82,16 +91,7 @@ def zero_shot(scores: torch.Tensor, labels: torch.Tensor, seen: list[int]) -> di
 def one_run(method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     overrides = {
         **METHODS[method],
-        "seed": seed,
-        "train.epochs": args.epochs,
-        "train.progress": False,
-        "train.threads": 1,
-        "data.validation_fraction": 0.1,
-        "data.eval_train_subset": args.bank,
-        "eval.linear_probe": False,
-        "eval.baselines": False,
-        "eval.epoch_knn": False,
-        "eval.epoch_geometry": False,
+        **base_overrides(seed, args.epochs, args.bank),
     }
     seen: list[int] = []
 

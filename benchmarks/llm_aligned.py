@@ -37,7 +37,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _crossmodal import RESULTS, cached, fmt, knn_and_probe, mean_std, test_split, train_run
+from _crossmodal import (
+    RESULTS,
+    base_overrides,
+    cached,
+    fmt,
+    knn_and_probe,
+    mean_std,
+    test_split,
+    train_run,
+)
 
 from contrastkit.data.captions import HELD_OUT_PROPERTIES, PROPERTIES, measure_properties
 from contrastkit.data.dataset import ArrayDataset
@@ -142,16 +151,7 @@ def readouts(
 
 def one_run(condition: str, lam: float, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     overrides: dict[str, Any] = {
-        "seed": seed,
-        "train.epochs": args.epochs,
-        "train.progress": False,
-        "train.threads": 1,
-        "data.validation_fraction": 0.1,
-        "data.eval_train_subset": args.bank,
-        "eval.linear_probe": False,
-        "eval.baselines": False,
-        "eval.epoch_knn": False,
-        "eval.epoch_geometry": False,
+        **base_overrides(seed, args.epochs, args.bank),
         "objectives.align.weight": 0.0 if condition == "no-align" else lam,
     }
     if condition in CONTROLS:

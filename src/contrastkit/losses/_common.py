@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
@@ -52,10 +52,34 @@ def l2_normalize(x: Tensor) -> Tensor:
     norm in ``[1, √d]``. An all-zero row stays zero with a bounded gradient (the losses reject
     it as a value error; see :meth:`contrastkit._checks.ValueChecks.nonzero_rows`).
     """
-    scale = torch.linalg.vector_norm(x.detach(), ord=math.inf, dim=-1, keepdim=True)  # max |x|
-    y = x / torch.where(scale > 0, scale, torch.ones_like(scale))
-    norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
-    return y / torch.where(norm > 0, norm, torch.ones_like(norm))
+    out: Tensor = _L2Normalize.apply(x)  # type: ignore[no-untyped-call]
+    return out
+
+
+class _L2Normalize(torch.autograd.Function):
+    """``z = (x / s) / ‖x / s‖`` with ``s = max|x|`` per row; saves only ``z`` and two factors.
+
+    Backward is ``(g - z (z·g)) / ‖x / s‖ / s``, the exact gradient of the two divisions (``s``
+    is a constant of the formula). Plain autograd would also keep ``x / s``: one more copy of the
+    embeddings per input until backward.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        scale = torch.linalg.vector_norm(x, ord=math.inf, dim=-1, keepdim=True)  # max |x|
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        y = x / scale
+        norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+        norm = torch.where(norm > 0, norm, torch.ones_like(norm))
+        z = y.div_(norm)
+        ctx.save_for_backward(z, norm, scale)
+        return z
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tensor:
+        z, norm, scale = ctx.saved_tensors
+        grad: Tensor = (g - z * (z * g).sum(-1, keepdim=True)) / norm / scale
+        return grad
 
 
 def prepare(x: Tensor, normalize: bool) -> Tensor:
