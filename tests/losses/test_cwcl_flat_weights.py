@@ -21,7 +21,8 @@ def similar_keys(n: int, seed: int = 0) -> torch.Tensor:
     )
 
 
-def no_warning(**kwargs: object) -> None:
+def assert_no_flat_warning(**kwargs: object) -> None:
+    """Fails (the warning raised as an error) if cwcl warns of flat weights."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", FlatWeightsWarning)
         cwcl(**kwargs)  # type: ignore[arg-type]
@@ -35,10 +36,10 @@ def test_paper_weights_on_similar_keys_warn() -> None:
 
 def test_sharp_kernel_small_batch_and_orthogonal_keys_do_not_warn() -> None:
     a, b, q = torch.randn(64, 32), torch.randn(64, 32), similar_keys(64)
-    no_warning(a=a, b=b, weight_embeddings=q, weight_temperature=0.05)
-    no_warning(a=a[:8], b=b[:8], weight_embeddings=q[:8])  # B < 16: no judgement
-    no_warning(a=a, b=b, weight_embeddings=torch.eye(64), weight_fn=torch.relu)  # W = I
-    no_warning(a=a, b=b, weight_embeddings=q, check_values=False)  # no sync asked
+    assert_no_flat_warning(a=a, b=b, weight_embeddings=q, weight_temperature=0.05)
+    assert_no_flat_warning(a=a[:8], b=b[:8], weight_embeddings=q[:8])  # B < 16: no judgement
+    assert_no_flat_warning(a=a, b=b, weight_embeddings=torch.eye(64), weight_fn=torch.relu)  # W = I
+    assert_no_flat_warning(a=a, b=b, weight_embeddings=q, check_values=False)  # no sync asked
 
 
 def test_paper_weights_on_real_caption_embeddings_warn() -> None:
@@ -57,4 +58,4 @@ def test_paper_weights_on_real_caption_embeddings_warn() -> None:
     a = torch.randn(64, 384)
     with pytest.warns(FlatWeightsWarning):
         cwcl(a, q, weight_embeddings=q)
-    no_warning(a=a, b=q, weight_embeddings=q, weight_temperature=0.1)
+    assert_no_flat_warning(a=a, b=q, weight_embeddings=q, weight_temperature=0.1)
