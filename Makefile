@@ -12,7 +12,9 @@ PEERS   := $(VENV)/.peers
 DATA    := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 THREADS ?= 2
 
-.PHONY: demo test install peers data lint typecheck bench bench-quick clean
+.PHONY: demo test install peers data lint typecheck bench bench-quick clean studies \
+	study-temperature study-hard-negatives study-dcl-batch study-continual \
+	study-continual-wordnet study-crossmodal study-llm-aligned
 
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
@@ -58,6 +60,38 @@ bench: install peers
 
 bench-quick: install peers
 	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/contrastkit bench --quick
+
+# The studies of the founding papers (benchmarks/results/*.md; one CPU thread per run).
+# ARGS passes extra options to the study, e.g. make study-continual ARGS="--epochs 3".
+SWEEP := OMP_NUM_THREADS=1 $(VENV)/bin/contrastkit sweep
+STUDY := OMP_NUM_THREADS=1 PYTHONPATH=src $(VPY)
+
+studies: study-temperature study-hard-negatives study-dcl-batch study-continual \
+	study-continual-wordnet study-crossmodal study-llm-aligned
+
+study-temperature: install data
+	$(SWEEP) temperature --budget short --threads 1 --report benchmarks/results $(ARGS)
+
+study-hard-negatives: install data
+	$(SWEEP) hard-negatives --budget short --threads 1 --report benchmarks/results $(ARGS)
+
+study-dcl-batch: install data
+	$(SWEEP) dcl-batch --budget short --threads 1 --report benchmarks/results $(ARGS)
+
+study-continual: install data
+	$(STUDY) benchmarks/continual_fmnist.py $(ARGS)
+
+study-continual-wordnet: install data
+	$(STUDY) benchmarks/wordnet_lexfile.py --out runs/wordnet
+	$(STUDY) benchmarks/continual_fmnist.py --data wordnet --epochs 5 --name continual_wordnet \
+		--work runs/continual_wordnet --methods finetune joint replay replay+KD replay+NSPT \
+		replay+NTPT replay+MM COCONUT $(ARGS)
+
+study-crossmodal: install data
+	$(STUDY) benchmarks/crossmodal_transfer.py --seeds 0 1 2 --epochs 5 $(ARGS)
+
+study-llm-aligned: install data
+	$(STUDY) benchmarks/llm_aligned.py --seeds 0 1 2 --epochs 2 --bank 5000 $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -72,6 +72,13 @@ METHODS: dict[str, dict[str, Any]] = {
 KERNELS = ("cwcl-kernel-0.05", "cwcl-kernel-0.1")
 
 
+HEADER = (
+    "Raw tables of `make study-crossmodal`. "
+    "Whether they reproduce the paper's claim is judged, by hand, on "
+    "[crossmodal_transfer.md](crossmodal_transfer.md).\n\n"
+)
+
+
 def scores_of(trainer: Trainer, data: ArrayDataset) -> torch.Tensor:
     """Cosine similarity of every image's projection with every class description, ``(N, K)``."""
     cls = trainer.class_embeddings()
@@ -218,7 +225,9 @@ def write(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) ->
             f"| {m} | {fmt(col(r, 'val', 'unseen_way'))} | {fmt(col(r, 'val', 'calibrated', 'h'))} "
             f"| {fmt(col(r, 'val', 'ausuc'))} |"
         )
-    out.with_suffix(".table.md").write_text("\n".join(rows) + "\n\n" + "\n".join(val_rows) + "\n")
+    out.with_suffix(".table.md").write_text(
+        HEADER + "\n".join(rows) + "\n\n" + "\n".join(val_rows) + "\n"
+    )
     plot(results, shown, label, out)
     print("\n".join(rows))
     print("\n".join(val_rows))

@@ -62,6 +62,13 @@ LAMBDAS = (0.2, 1.0)
 CONTROLS = ("shuffled", "shuffled-in-class", "class-random")
 
 
+HEADER = (
+    "Raw tables of `make study-llm-aligned`. "
+    "Whether they reproduce the paper's claim is judged, by hand, on "
+    "[llm_aligned.md](llm_aligned.md).\n\n"
+)
+
+
 def few_shot(
     fb: torch.Tensor, yb: torch.Tensor, fq: torch.Tensor, yq: torch.Tensor, k: int, seed: int
 ) -> float:
@@ -284,7 +291,7 @@ def write(
             + " |"
         )
     text = "\n".join(rows) + "\n\n" + "\n".join(prop_rows) + "\n"
-    out.with_suffix(".table.md").write_text(text)
+    out.with_suffix(".table.md").write_text(HEADER + text)
     print(text)
     plot(results, out)
 
