@@ -6,6 +6,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from contrastkit.bench.cli import _fmt_mem, _fmt_time
 from contrastkit.bench.objectives import OBJECTIVES
 
 #: Targets of issue 14 (checked in the benchmark, never in timed tests).
@@ -14,18 +15,6 @@ PEER_TARGET_FROM = 4096
 ROOFLINE_TARGET = 0.60  # InfoNCE / CLIP
 ROOFLINE_OBJECTIVES = ("InfoNCE", "CLIP")
 MEMORY_TARGET_MIB = 512.0  # extra memory at B = 32768, d = 512
-
-
-def _fmt_time(x: float | None) -> str:
-    if x is None:
-        return "—"
-    if x < 0.01:
-        return f"{x * 1000:.2f} ms"
-    return f"{x * 1000:.0f} ms" if x < 1 else f"{x:.2f} s"
-
-
-def _fmt_mem(x: float | None) -> str:
-    return "—" if x is None else (f"{x:.0f} MiB" if x < 1024 else f"{x / 1024:.1f} GiB")
 
 
 def roofline_share(result: dict[str, Any], impl: str) -> float | None:
