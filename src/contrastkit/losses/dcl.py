@@ -102,7 +102,7 @@ def dcl(
             "positive_ids: every row shares one id, so no anchor has a negative",
         )
 
-    za, zb = prepare(a, normalize), prepare(b, normalize)
+    za, zb = prepare(a, normalize, checks), prepare(b, normalize, checks)
     z = torch.cat([za, zb])  # (2B, d), both directions at once
     queries = scale_by_temperature(z, temperature)  # (2B, d)
     positive = (queries[:batch] * zb).sum(-1).repeat(2)  # (2B,)

@@ -163,7 +163,7 @@ def _prepare_inputs(
     if negatives is not None:
         check_same_dim(a, negatives, ("a", "negatives"))
     _check_options(alpha, num_hard)
-    za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d)
+    za, zb = prepare(a, normalize, checks), prepare(b, normalize, checks)  # (B, d)
     candidates = zb if negatives is None else torch.cat([zb, prepare(negatives, normalize)])
     num_negatives = candidates.shape[0] - 1  # every other column
     k = num_hard if num_hard is not None else num_hard_negatives(alpha, num_negatives)

@@ -124,7 +124,7 @@ def info_nce(
             "gather_distributed: not supported together with negatives or positive_ids"
         )
 
-    za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d)
+    za, zb = prepare(a, normalize, checks), prepare(b, normalize, checks)  # (B, d)
     queries = scale_by_temperature(za, temperature)  # (B, d), = a / τ
     positive = (queries * zb).sum(-1)  # (B,) s_ii
     if gather_distributed and is_distributed():
@@ -143,7 +143,7 @@ def info_nce(
     if pairs is not None:
         row_lse = safe_logaddexp(row_lse, positive)
     if negatives is not None:
-        zn = prepare(negatives, normalize)
+        zn = prepare(negatives, normalize, checks)
         if zn.ndim == 2:
             extra = pairwise_lse(queries, zn, chunk_size=chunk_size).rows
             assert extra is not None

@@ -81,7 +81,7 @@ def mv_info_nce(
         views, normalize=normalize, check_values=check_values, temperature=temperature
     )
     check_reduction(reduction)
-    z = prepare(views, normalize)  # (B, V, d)
+    z = prepare(views, normalize, checks)  # (B, V, d)
     batch, num_views, dim = z.shape
     flat = z.transpose(0, 1).reshape(num_views * batch, dim)  # (VB, d), views-major
     ids = torch.arange(num_views * batch, device=z.device)  # self-pairs excluded
@@ -150,7 +150,7 @@ def mv_dhel(
         views, normalize=normalize, check_values=check_values, temperature=temperature
     )
     check_reduction(reduction)
-    z = prepare(views, normalize)  # (B, V, d)
+    z = prepare(views, normalize, checks)  # (B, V, d)
     batch, num_views, _ = z.shape
     ids = torch.arange(batch, device=z.device)
     uniformity = z.new_zeros(batch)

@@ -95,7 +95,7 @@ def nt_xent(
             "positive_ids: every row shares one id, so no anchor has a negative",
         )
 
-    z = torch.cat([prepare(a, normalize), prepare(b, normalize)])  # (2B, d)
+    z = torch.cat([prepare(a, normalize, checks), prepare(b, normalize, checks)])  # (2B, d)
     queries = scale_by_temperature(z, temperature)  # (2B, d)
     positive = (queries[:batch] * z[batch:]).sum(-1).repeat(2)  # (2B,) s_{i,p(i)}
     # Self, partner and duplicates share an id: all leave the sum, the positive is added back.

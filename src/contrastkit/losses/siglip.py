@@ -101,7 +101,7 @@ def siglip(
     elif not isinstance(bias, (int, float)) or isinstance(bias, bool) or not math.isfinite(bias):
         raise ValueError(f"bias must be a finite number, got {bias!r}")
 
-    za, zb = prepare(a, normalize), prepare(b, normalize)
+    za, zb = prepare(a, normalize, checks), prepare(b, normalize, checks)
     queries = scale_by_temperature(za, temperature)  # (B, d)
     bias_t = torch.as_tensor(bias, dtype=queries.dtype, device=queries.device).reshape(())
     positive = (queries * zb).sum(-1) + bias_t  # (B,) x_ii

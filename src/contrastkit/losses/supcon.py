@@ -74,7 +74,7 @@ def supcon_per_anchor(
         check_positive(base_temperature, "base_temperature")
 
     # Views-major order, as SupContrast: [view 0 of all samples; view 1; ...].
-    z = prepare(embeddings, normalize).transpose(0, 1).reshape(views * batch, -1)  # (VB, d)
+    z = prepare(embeddings, normalize, checks).transpose(0, 1).reshape(views * batch, -1)  # (VB, d)
     rank = dist.get_rank() if distributed else 0
     if labels is None:  # SimCLR: positives = other views; sample ids unique across ranks
         labels = torch.arange(batch, device=z.device) + rank * batch

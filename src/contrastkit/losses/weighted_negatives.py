@@ -342,7 +342,7 @@ def _weighted_losses(
     weights_name: str,
 ) -> Tensor:
     """Reduced losses of validated inputs (``weights_name`` names the weights in errors)."""
-    za, zb = prepare(a, normalize), prepare(b, normalize)  # (B, d)
+    za, zb = prepare(a, normalize, checks), prepare(b, normalize, checks)  # (B, d)
     queries = scale_by_temperature(za, temperature)  # (B, d)
     positive = (queries * zb).sum(-1)  # (B,) s_ii, unweighted numerator
     if isinstance(negative_weights, ClusterNegativeWeights):
