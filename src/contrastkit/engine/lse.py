@@ -376,8 +376,9 @@ class _TiledLSE(torch.autograd.Function):
         if ctx.keep_exp:  # P = E / Σ_j E: the row's gradient over its total (0 if none counted)
             row_scale = torch.where(row_total == 0, 0.0, g_row_lse / row_total)
         tr, tc = ctx.blocks
+        scale_operands = ctx.keep_exp and not weighted
         s_flat = kept.view(-1) if keep else a.new_empty(tr * tc)
-        g_flat = a.new_empty(tr * tc)
+        g_flat = a.new_empty(0 if scale_operands else tr * tc)
         # the kept logits must survive a second backward (retain_graph): never modified in place
         h_flat = a.new_empty(tr * tc) if keep and rows and columns else None
         for r0 in range(0, n, tr):
@@ -389,7 +390,6 @@ class _TiledLSE(torch.autograd.Function):
                 size = shape[0] * shape[1]
                 offset = r0 * m if keep else 0
                 s = s_flat[offset : offset + size].view(shape)
-                g = g_flat[:size].view(shape)
                 # masks are already in the kept S: expand the pair rule only for weights
                 tp = None
                 if pairs is not None and (weighted or not keep):
@@ -398,7 +398,18 @@ class _TiledLSE(torch.autograd.Function):
                     torch.mm(a_rows, c[c0:c1].T, out=s)
                     if tp is not None:
                         _apply_tile_(s, tp)
+                if scale_operands:
+                    # dL/dS = diag(row_scale) E: scale the (r, d) operands, not the (r, m) block
+                    # (no pass over E, no g buffer); kept blocks are full rows, so this is the
+                    # only block of these rows.
+                    scale = row_scale[r0:r1, None]
+                    if grad_a is not None:
+                        torch.mm(s, c, out=grad_a[r0:r1]).mul_(scale)
+                    if grad_c is not None:
+                        grad_c.addmm_(s.T, a_rows * scale)
+                    continue
                 # g = dL/dS for this tile, built in place.
+                g = g_flat[:size].view(shape)
                 if ctx.keep_exp:
                     torch.mul(s, row_scale[r0:r1, None], out=g)
                 elif rows:
