@@ -347,6 +347,14 @@ def check_chunk_size(chunk_size: int | None) -> None:
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
 
 
+def check_memory_budget(memory_budget: int | None) -> None:
+    """Check ``memory_budget``: None (the engine's default) or an integer number of bytes >= 0."""
+    if memory_budget is not None and (
+        not isinstance(memory_budget, int) or isinstance(memory_budget, bool) or memory_budget < 0
+    ):
+        raise ValueError(f"memory_budget must be an integer >= 0 or None, got {memory_budget!r}")
+
+
 def check_reduction(reduction: str) -> None:
     """Check ``reduction`` is one of ``'mean'``, ``'sum'``, ``'none'``."""
     if reduction not in _REDUCTIONS:

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from contrastkit._checks import check_chunk_size
+from contrastkit._checks import check_chunk_size, check_memory_budget
 from contrastkit.engine.pairs import PairRule, TilePairs, apply_tile
 
 #: Above this many pairs the automatic choice is the tiled path.
@@ -148,10 +148,7 @@ def pairwise_lse(
             f"{tuple(anchors.shape)} and {tuple(candidates.shape)}"
         )
     check_chunk_size(chunk_size)
-    if memory_budget is not None and (
-        not isinstance(memory_budget, int) or isinstance(memory_budget, bool) or memory_budget < 0
-    ):
-        raise ValueError(f"memory_budget must be an integer >= 0 or None, got {memory_budget!r}")
+    check_memory_budget(memory_budget)
     if pairs is not None and torch.is_grad_enabled():
         probe = pairs.tile(slice(0, 1), slice(0, 1))
         if any(x is not None and x.requires_grad for x in (probe.weight, probe.log_weight)):

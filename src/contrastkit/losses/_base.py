@@ -6,19 +6,25 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from contrastkit._checks import Reduction, check_chunk_size, check_reduction, check_temperature
+from contrastkit._checks import (
+    Reduction,
+    check_chunk_size,
+    check_memory_budget,
+    check_reduction,
+    check_temperature,
+)
 
 #: Options that several losses take, stored and validated by :class:`LossModule`.
-SHARED_OPTIONS = ("normalize", "reduction", "chunk_size", "gather_distributed")
+SHARED_OPTIONS = ("normalize", "reduction", "chunk_size", "memory_budget", "gather_distributed")
 
 
 class LossModule(nn.Module):
     """Base of the loss modules: the thin wrapper around a loss function.
 
     A subclass passes the shared options its function takes (a subset of ``normalize``,
-    ``reduction``, ``chunk_size``, ``gather_distributed``; ``check_values`` always) to
-    ``super().__init__``, which validates and stores them; :meth:`options` hands them back as
-    keyword arguments for the function.
+    ``reduction``, ``chunk_size``, ``memory_budget``, ``gather_distributed``; ``check_values``
+    always) to ``super().__init__``, which validates and stores them; :meth:`options` hands them
+    back as keyword arguments for the function.
 
     ``temperature`` (when the loss has one) is a number, a tensor (stored as a buffer, so it
     follows ``.to(device)``), an ``nn.Parameter``, or a module returning ``τ`` such as
@@ -34,6 +40,7 @@ class LossModule(nn.Module):
     normalize: bool
     reduction: Reduction
     chunk_size: int | None
+    memory_budget: int | None
     gather_distributed: bool
     check_values: bool
 
@@ -52,6 +59,8 @@ class LossModule(nn.Module):
             check_reduction(options["reduction"])
         if "chunk_size" in options:
             check_chunk_size(options["chunk_size"])
+        if "memory_budget" in options:
+            check_memory_budget(options["memory_budget"])
         for name in ("normalize", "gather_distributed"):
             if name in options and not isinstance(options[name], bool):
                 raise ValueError(f"{name} must be a bool, got {options[name]!r}")

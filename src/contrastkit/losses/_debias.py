@@ -41,6 +41,7 @@ def debiased_negative_lse(
     debias_prior: float,
     hardness: float,
     chunk_size: int | None,
+    memory_budget: int | None = None,
 ) -> Tensor:
     """``log N_g`` per anchor: the debiased / hardness-reweighted negative sum.
 
@@ -64,6 +65,7 @@ def debiased_negative_lse(
         debias_prior: τ⁺, the class prior of false negatives.
         hardness: β, the concentration on hard negatives.
         chunk_size: tile size for the extra engine passes (HCL only).
+        memory_budget: the engine's budget for those passes.
 
     Returns:
         ``(n,)`` ``log N_g``.
@@ -72,11 +74,15 @@ def debiased_negative_lse(
     log_r = negative_lse
     if hardness != 0.0:
         # Σ imp·neg = Σ exp((1+β) s);  mean imp = Σ exp(β s) / N.
-        hard = pairwise_lse(
-            queries * (1.0 + hardness), candidates, negatives_only, chunk_size=chunk_size
-        )
-        importance = pairwise_lse(
-            queries * hardness, candidates, negatives_only, chunk_size=chunk_size
+        hard, importance = (
+            pairwise_lse(
+                queries * scale,
+                candidates,
+                negatives_only,
+                chunk_size=chunk_size,
+                memory_budget=memory_budget,
+            )
+            for scale in (1.0 + hardness, hardness)
         )
         assert hard.rows is not None and importance.rows is not None
         log_r = hard.rows.lse - (importance.rows.lse - log_n)

@@ -26,6 +26,7 @@ def clip_loss(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
     gather_distributed: bool = False,
 ) -> Tensor:
@@ -52,6 +53,7 @@ def clip_loss(
         normalize=normalize,
         reduction=reduction,
         chunk_size=chunk_size,
+        memory_budget=memory_budget,
         check_values=check_values,
         gather_distributed=gather_distributed,
     )
@@ -75,6 +77,8 @@ class CLIPLoss(LossModule):
         normalize: L2-normalise both modalities.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: tile size of the similarity engine (None: automatic).
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         gather_distributed: under torch.distributed, contrast the local rows against the global
             batch with correct gradients (see :func:`info_nce`); a no-op on one process.
         check_values: value checks (see :func:`info_nce`).
@@ -95,6 +99,7 @@ class CLIPLoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         gather_distributed: bool = False,
         check_values: bool = True,
     ) -> None:
@@ -105,6 +110,7 @@ class CLIPLoss(LossModule):
             normalize=normalize,
             reduction=reduction,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             gather_distributed=gather_distributed,
             check_values=check_values,
         )

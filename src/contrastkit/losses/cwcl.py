@@ -85,6 +85,7 @@ def cwcl(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
 ) -> Tensor:
     """CWCL: a soft-label CLIP loss whose targets come from a frozen modality's similarities.
@@ -118,6 +119,8 @@ def cwcl(
         normalize: L2-normalise ``a`` and ``b``.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (``(B,)``, per pair when symmetric).
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: check NaN/inf and that every row has positive total weight (syncs), and
             warn (:class:`FlatWeightsWarning`) when the weights are nearly uniform.
 
@@ -156,7 +159,15 @@ def cwcl(
     keys = prepare(keys_source.detach(), True)  # (B, k) frozen, normalised
     pairs = Pairs(row_keys=keys, col_keys=keys, key_weight=weight_fn)
     queries = scale_by_temperature(za, temperature)
-    stats = pairwise_lse(queries, zb, pairs, rows=True, columns=symmetric, chunk_size=chunk_size)
+    stats = pairwise_lse(
+        queries,
+        zb,
+        pairs,
+        rows=True,
+        columns=symmetric,
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
+    )
 
     def direction_loss(side_total: Tensor, side_sum: Tensor, lse: Tensor) -> Tensor:
         checks.require(
@@ -213,6 +224,7 @@ class CWCLLoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         check_values: bool = True,
     ) -> None:
         tau = LearnableTemperature(init=temperature)
@@ -222,6 +234,7 @@ class CWCLLoss(LossModule):
             normalize=normalize,
             reduction=reduction,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             check_values=check_values,
         )
         self.weight_fn = _weight_kernel(weight_fn, weight_temperature)

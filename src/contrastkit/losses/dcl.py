@@ -49,6 +49,7 @@ def dcl(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
 ) -> Tensor:
     """Decoupled contrastive loss, both view directions.
@@ -73,6 +74,8 @@ def dcl(
         normalize: L2-normalise first.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: check for NaN/inf (a host sync).
 
     Returns:
@@ -111,7 +114,13 @@ def dcl(
     # Self and partner (and duplicates) share an id, so none of them is a negative.
     ids = positive_ids if positive_ids is not None else torch.arange(batch, device=a.device)
     ids = ids.repeat(2)
-    stats = pairwise_lse(queries, z, Pairs(row_ids=ids, col_ids=ids), chunk_size=chunk_size)
+    stats = pairwise_lse(
+        queries,
+        z,
+        Pairs(row_ids=ids, col_ids=ids),
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
+    )
     assert stats.rows is not None
     losses = stats.rows.lse - positive  # (2B,)
     return checks.verify(reduce(losses, reduction))
@@ -128,6 +137,7 @@ def dclw(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
 ) -> Tensor:
     """DCLW: :func:`dcl` with detached von Mises–Fisher positive weights.
@@ -150,6 +160,7 @@ def dclw(
         normalize=normalize,
         reduction=reduction,
         chunk_size=chunk_size,
+        memory_budget=memory_budget,
         check_values=check_values,
     )
 
@@ -178,6 +189,7 @@ class DCLLoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         check_values: bool = True,
     ) -> None:
         super().__init__(
@@ -185,6 +197,7 @@ class DCLLoss(LossModule):
             normalize=normalize,
             reduction=reduction,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             check_values=check_values,
         )
 
@@ -210,6 +223,7 @@ class DCLWLoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         check_values: bool = True,
     ) -> None:
         super().__init__(
@@ -217,6 +231,7 @@ class DCLWLoss(LossModule):
             normalize=normalize,
             reduction=reduction,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             check_values=check_values,
         )
         check_positive(sigma, "sigma")

@@ -186,6 +186,7 @@ def hard_contrastive_loss(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
 ) -> Tensor:
     """Hard contrastive loss: InfoNCE restricted to each anchor's top-K negatives.
@@ -231,6 +232,8 @@ def hard_contrastive_loss(
         normalize: L2-normalise all embeddings first.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: check for NaN/inf (a host sync).
 
     Returns:
@@ -257,7 +260,9 @@ def hard_contrastive_loss(
     positive = (queries * zb).sum(-1)  # (B,) s_ii
     keep = hardest_negatives(queries.detach(), candidates.detach(), k, chunk_size=chunk_size)
     rule = TopKPairs(keep, candidates.shape[0])
-    stats = pairwise_lse(queries, candidates, rule, chunk_size=chunk_size).rows
+    stats = pairwise_lse(
+        queries, candidates, rule, chunk_size=chunk_size, memory_budget=memory_budget
+    ).rows
     assert stats is not None
     losses = safe_logaddexp(stats.lse, positive) - positive  # (B,)
     return checks.verify(reduce(losses, reduction))
@@ -275,6 +280,7 @@ def hard_simple_loss(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
 ) -> Tensor:
     """HardSimple: the large-temperature limit ``L_simple`` restricted to the hard negatives.
@@ -298,6 +304,8 @@ def hard_simple_loss(
         normalize: L2-normalise first.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: check for NaN/inf (a host sync).
 
     Returns:
@@ -318,7 +326,9 @@ def hard_simple_loss(
     positive = (za * zb).sum(-1)  # (B,)
     keep = hardest_negatives(za.detach(), candidates.detach(), k, chunk_size=chunk_size)
     rule = TopKPairs(keep, candidates.shape[0], weighted=True)
-    stats = pairwise_lse(za, candidates, rule, chunk_size=chunk_size).rows
+    stats = pairwise_lse(
+        za, candidates, rule, chunk_size=chunk_size, memory_budget=memory_budget
+    ).rows
     assert stats is not None and stats.weighted_sum is not None
     losses = -positive + lam * stats.weighted_sum  # (B,)
     return checks.verify(reduce(losses, reduction))
@@ -346,6 +356,7 @@ class HardContrastiveLoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         check_values: bool = True,
     ) -> None:
         super().__init__(
@@ -353,6 +364,7 @@ class HardContrastiveLoss(LossModule):
             normalize=normalize,
             reduction=reduction,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             check_values=check_values,
         )
         _check_options(alpha, num_hard)

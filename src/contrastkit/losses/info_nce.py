@@ -38,6 +38,7 @@ def info_nce(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
     gather_distributed: bool = False,
 ) -> Tensor:
@@ -68,6 +69,8 @@ def info_nce(
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (``(B,)`` per anchor, or per pair when
             symmetric).
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: check for NaN/inf (a host sync); switch off once inputs are trusted.
         gather_distributed: under torch.distributed, contrast this rank's rows against the
             **global** batch: ``b`` (and ``a`` when symmetric) is gathered from every rank with
@@ -130,14 +133,24 @@ def info_nce(
     if gather_distributed and is_distributed():
         return checks.verify(
             reduce(
-                _global_batch_losses(queries, za, zb, positive, temperature, symmetric, chunk_size),
+                _global_batch_losses(
+                    queries, za, zb, positive, temperature, symmetric, chunk_size, memory_budget
+                ),
                 reduction,
             )
         )
     # With ids, every same-id pair (the positive included) leaves the engine's sum and the
     # positive is added back: the denominator is then {positive} ∪ non-duplicates.
     pairs = Pairs(row_ids=positive_ids, col_ids=positive_ids) if positive_ids is not None else None
-    stats = pairwise_lse(queries, zb, pairs, rows=True, columns=symmetric, chunk_size=chunk_size)
+    stats = pairwise_lse(
+        queries,
+        zb,
+        pairs,
+        rows=True,
+        columns=symmetric,
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
+    )
     assert stats.rows is not None
     row_lse = stats.rows.lse  # (B,)
     if pairs is not None:
@@ -145,7 +158,9 @@ def info_nce(
     if negatives is not None:
         zn = prepare(negatives, normalize, checks)
         if zn.ndim == 2:
-            extra = pairwise_lse(queries, zn, chunk_size=chunk_size).rows
+            extra = pairwise_lse(
+                queries, zn, chunk_size=chunk_size, memory_budget=memory_budget
+            ).rows
             assert extra is not None
             extra_lse = extra.lse  # (B,)
         else:
@@ -184,6 +199,7 @@ def _global_batch_losses(
     temperature: float | Tensor,
     symmetric: bool,
     chunk_size: int | None,
+    memory_budget: int | None,
 ) -> Tensor:
     """Per-local-row losses against the rows of every rank (see ``gather_distributed``).
 
@@ -191,13 +207,22 @@ def _global_batch_losses(
     this rank's columns it is the row log-sum-exp of ``(b_j / τ)`` against all of ``a``.
     """
     all_b = all_gather_with_grad(zb)  # (W·B, d)
-    row = pairwise_lse(queries, all_b, rows=True, columns=False, chunk_size=chunk_size).rows
+    row = pairwise_lse(
+        queries, all_b, rows=True, columns=False, chunk_size=chunk_size, memory_budget=memory_budget
+    ).rows
     assert row is not None
     losses = row.lse - positive  # (B,)
     if symmetric:
         all_a = all_gather_with_grad(za)  # (W·B, d)
         back = scale_by_temperature(zb, temperature)
-        col = pairwise_lse(back, all_a, rows=True, columns=False, chunk_size=chunk_size).rows
+        col = pairwise_lse(
+            back,
+            all_a,
+            rows=True,
+            columns=False,
+            chunk_size=chunk_size,
+            memory_budget=memory_budget,
+        ).rows
         assert col is not None
         losses = 0.5 * (losses + (col.lse - positive))
     return losses
@@ -228,6 +253,7 @@ class InfoNCELoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         gather_distributed: bool = False,
         check_values: bool = True,
     ) -> None:
@@ -236,6 +262,7 @@ class InfoNCELoss(LossModule):
             normalize=normalize,
             reduction=reduction,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             gather_distributed=gather_distributed,
             check_values=check_values,
         )

@@ -37,6 +37,7 @@ def moco_loss(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
 ) -> Tensor:
     """MoCo InfoNCE: key ``k_i`` is the positive, queue rows (and optional extras) the negatives.
@@ -63,6 +64,8 @@ def moco_loss(
         normalize: L2-normalise every embedding first.
         reduction: ``'mean' | 'sum' | 'none'`` over queries.
         chunk_size: tile edge of the similarity engine (None: automatic).
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: check for NaN/inf and ``τ > 0`` (host sync).
 
     Returns:
@@ -115,7 +118,7 @@ def moco_loss(
     parts = [positive]  # per-query log-sum-exp terms of the denominator
     if n_queue > 0:
         zq = prepare(queue_features, normalize).to(queries.dtype)  # (K, d)
-        stats = pairwise_lse(queries, zq, chunk_size=chunk_size).rows
+        stats = pairwise_lse(queries, zq, chunk_size=chunk_size, memory_budget=memory_budget).rows
         assert stats is not None
         parts.append(stats.lse)  # (B,) log Σ_n exp(q·n / τ)
     if extra_negatives is not None and n_extra > 0:
@@ -138,6 +141,8 @@ class MoCoLoss(LossModule):
         normalize: L2-normalise inputs.
         reduction: ``'mean' | 'sum' | 'none'``.
         chunk_size: tile edge of the similarity engine.
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: value checks (see :func:`moco_loss`).
 
     Example:
@@ -155,6 +160,7 @@ class MoCoLoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         check_values: bool = True,
     ) -> None:
         super().__init__(
@@ -162,6 +168,7 @@ class MoCoLoss(LossModule):
             normalize=normalize,
             reduction=reduction,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             check_values=check_values,
         )
 

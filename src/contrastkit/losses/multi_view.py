@@ -34,6 +34,7 @@ def mv_info_nce(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
 ) -> Tensor:
     """MV-InfoNCE over ``V ≥ 2`` views: one term per sample with all view pairs as positives.
@@ -61,6 +62,8 @@ def mv_info_nce(
         normalize: L2-normalise first (the reference does).
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: check for NaN/inf (a host sync).
 
     Returns:
@@ -90,6 +93,7 @@ def mv_info_nce(
         flat,
         Pairs(row_ids=ids, col_ids=ids),
         chunk_size=chunk_size,
+        memory_budget=memory_budget,
     ).rows
     assert stats is not None
     denominator = safe_logsumexp(stats.lse.view(num_views, batch), 0)  # (B,) pooled over views
@@ -107,6 +111,7 @@ def mv_dhel(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
 ) -> Tensor:
     """MV-DHEL over ``V ≥ 2`` views: decoupled alignment and same-view uniformity.
@@ -131,6 +136,8 @@ def mv_dhel(
         normalize: L2-normalise first (the reference does).
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: check for NaN/inf (a host sync).
 
     Returns:
@@ -161,6 +168,7 @@ def mv_dhel(
             z_v,
             Pairs(row_ids=ids, col_ids=ids),
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
         ).rows
         assert stats is not None
         uniformity = uniformity + stats.lse  # (B,) Σ_v log Σ_{j≠i}
@@ -178,6 +186,7 @@ class _MultiViewLoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         check_values: bool = True,
     ) -> None:
         super().__init__(
@@ -185,6 +194,7 @@ class _MultiViewLoss(LossModule):
             normalize=normalize,
             reduction=reduction,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             check_values=check_values,
         )
 

@@ -29,6 +29,7 @@ def nt_xent(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
 ) -> Tensor:
     """NT-Xent over the ``2B`` views ``z = [a; b]``, optionally debiased / hardness-weighted.
@@ -65,6 +66,8 @@ def nt_xent(
         normalize: L2-normalise first (SimCLR's ``hidden_norm=True``).
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: check for NaN/inf (a host sync).
 
     Returns:
@@ -102,7 +105,9 @@ def nt_xent(
     ids = positive_ids if positive_ids is not None else torch.arange(batch, device=a.device)
     ids = ids.repeat(2)  # (2B,)
     negatives_only = Pairs(row_ids=ids, col_ids=ids)
-    stats = pairwise_lse(queries, z, negatives_only, chunk_size=chunk_size)
+    stats = pairwise_lse(
+        queries, z, negatives_only, chunk_size=chunk_size, memory_budget=memory_budget
+    )
     assert stats.rows is not None
     negative_lse = stats.rows.lse  # (2B,) log Σ_negatives exp(s_ik)
     if debias_prior or hardness:
@@ -119,6 +124,7 @@ def nt_xent(
             debias_prior=debias_prior,
             hardness=hardness,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
         )
     losses = safe_logaddexp(negative_lse, positive) - positive  # (2B,)
     return checks.verify(reduce(losses, reduction))
@@ -151,6 +157,7 @@ class NTXentLoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         check_values: bool = True,
     ) -> None:
         super().__init__(
@@ -158,6 +165,7 @@ class NTXentLoss(LossModule):
             normalize=normalize,
             reduction=reduction,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             check_values=check_values,
         )
         check_debias_options(debias_prior, hardness)

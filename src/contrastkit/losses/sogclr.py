@@ -160,6 +160,7 @@ def sogclr_loss(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
 ) -> SogCLRStep:
     """SogCLR step: GCL value and the paper's gradient, plus the new moving averages.
@@ -182,6 +183,8 @@ def sogclr_loss(
         normalize: L2-normalise ``a`` and ``b`` first.
         reduction: ``'mean' | 'sum' | 'none'`` over anchors.
         chunk_size: tile edge of the similarity engine (None: automatic).
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: check for NaN/inf (host sync).
 
     Returns:
@@ -207,7 +210,9 @@ def sogclr_loss(
         tau = temperature.detach().reshape(()).to(a.dtype).expand(a.shape[0])
     else:
         tau = a.new_full((a.shape[0],), float(temperature))
-    out = _gcl_step(a, b, log_u, seen, tau, gamma, normalize, chunk_size, need_tau_grad=False)
+    out = _gcl_step(
+        a, b, log_u, seen, tau, gamma, normalize, chunk_size, memory_budget, need_tau_grad=False
+    )
     return checks.verify(SogCLRStep(reduce(out.per_anchor, reduction), out.log_u))
 
 
@@ -230,6 +235,7 @@ def isogclr_loss(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
 ) -> ISogCLRStep:
     """ISogCLR step: RGCL value and gradient, new moving averages and individual temperatures.
@@ -255,6 +261,8 @@ def isogclr_loss(
         normalize: L2-normalise ``a`` and ``b`` first.
         reduction: ``'mean' | 'sum' | 'none'`` over anchors.
         chunk_size: tile edge of the similarity engine (None: automatic).
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: check NaN/inf (inputs, the seen rows of ``log_u``, the result) and
             ``temperatures > 0`` (one host sync).
 
@@ -286,7 +294,9 @@ def isogclr_loss(
     checks.finite("momentum", momentum)
     a, b = _upcast(a, b)
     tau = temperatures.detach().to(a.dtype)
-    out = _gcl_step(a, b, log_u, seen, tau, gamma, normalize, chunk_size, need_tau_grad=True)
+    out = _gcl_step(
+        a, b, log_u, seen, tau, gamma, normalize, chunk_size, memory_budget, need_tau_grad=True
+    )
     assert out.grad_tau is not None
     grad_tau = out.grad_tau + rho
     if grad_clip is not None:
@@ -370,6 +380,7 @@ class SogCLRLoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         check_values: bool = True,
     ) -> None:
         super().__init__(
@@ -377,6 +388,7 @@ class SogCLRLoss(LossModule):
             normalize=normalize,
             reduction=reduction,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             check_values=check_values,
         )
         _check_num_samples(num_samples)
@@ -470,12 +482,14 @@ class ISogCLRLoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         check_values: bool = True,
     ) -> None:
         super().__init__(
             normalize=normalize,
             reduction=reduction,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             check_values=check_values,
         )
         _check_num_samples(num_samples)
@@ -555,6 +569,7 @@ def _gcl_step(
     gamma: float,
     normalize: bool,
     chunk_size: int | None,
+    memory_budget: int | None,
     *,
     need_tau_grad: bool,
 ) -> _GCLOut:
@@ -570,7 +585,9 @@ def _gcl_step(
     pairs = Pairs(row_ids=ids, col_ids=ids)
     log_neg = math.log(2 * (batch - 1))  # log |S_i⁻|
     scaled = views / tau2[:, None]  # (2B, d) anchors divided by their own τ_i
-    stats = pairwise_lse(scaled, views, pairs, chunk_size=chunk_size).rows
+    stats = pairwise_lse(
+        scaled, views, pairs, chunk_size=chunk_size, memory_budget=memory_budget
+    ).rows
     assert stats is not None
     lse = stats.lse  # (2B,) log Σ_{j∈S⁻} exp(s_ij / τ_i), differentiable
     log_g = lse.detach() - log_neg  # (2B,) log of the batch estimate g
@@ -592,7 +609,9 @@ def _gcl_step(
         # is x_i · ∂lse_i/∂x_i with x_i the scaled anchor (one extra engine pass, O(B·d)).
         with torch.enable_grad():
             x = scaled.detach().requires_grad_(True)
-            rows = pairwise_lse(x, views.detach(), pairs, chunk_size=chunk_size).rows
+            rows = pairwise_lse(
+                x, views.detach(), pairs, chunk_size=chunk_size, memory_budget=memory_budget
+            ).rows
             assert rows is not None
             (dx,) = torch.autograd.grad(rows.lse.sum(), x)
         mean_logit = (x.detach() * dx).sum(1)  # (2B,)

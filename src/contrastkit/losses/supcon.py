@@ -38,6 +38,7 @@ def supcon_per_anchor(
     contrast_mode: ContrastMode = "all",
     normalize: bool = True,
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
     gather_distributed: bool = False,
 ) -> tuple[Tensor, Tensor]:
@@ -93,7 +94,11 @@ def supcon_per_anchor(
         col_labels=col_labels,
     )
     stats = pairwise_lse(
-        scale_by_temperature(anchors, temperature), candidates, pairs, chunk_size=chunk_size
+        scale_by_temperature(anchors, temperature),
+        candidates,
+        pairs,
+        chunk_size=chunk_size,
+        memory_budget=memory_budget,
     ).rows
     assert stats is not None and stats.weighted_sum is not None and stats.weight_total is not None
     has_positive = stats.weight_total > 0  # (A,) |P(i)| > 0
@@ -170,6 +175,7 @@ def supcon(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
     gather_distributed: bool = False,
 ) -> Tensor:
@@ -206,6 +212,8 @@ def supcon(
         normalize: L2-normalise first.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: None picks dense or tiled automatically; an int forces tiles of that size.
+        memory_budget: bytes the ``n × m`` logits may keep between forward and backward (None: 1
+            GiB; 0: recompute; see :func:`contrastkit.engine.pairwise_lse`).
         check_values: value checks (NaN/inf, all-zero rows, 0/1 multi-labels, that some
             positive exists, a finite result; one host sync).
         gather_distributed: under torch.distributed, this rank's views are the anchors and
@@ -245,6 +253,7 @@ def supcon(
         contrast_mode=contrast_mode,
         normalize=normalize,
         chunk_size=chunk_size,
+        memory_budget=memory_budget,
         check_values=check_values,
         gather_distributed=gather_distributed,
     )
@@ -288,6 +297,7 @@ class SupConLoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         gather_distributed: bool = False,
         check_values: bool = True,
     ) -> None:
@@ -295,6 +305,7 @@ class SupConLoss(LossModule):
             temperature=temperature,
             normalize=normalize,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             gather_distributed=gather_distributed,
             check_values=check_values,
         )
