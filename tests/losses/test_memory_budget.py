@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 
@@ -69,7 +70,33 @@ def test_every_loss_taking_memory_budget_is_covered():
         and not inspect.isclass(f)
         and "memory_budget" in inspect.signature(f).parameters
     }
-    assert taking == set(CASES)
+    assert taking == set(CASES) | {"siglip"}
+
+
+def test_siglip_keeps_full_row_blocks_within_the_budget_and_recomputes_tiles_below(monkeypatch):
+    """SigLIP is not an engine log-sum-exp: its own blocks follow the same budget."""
+    siglip_module = importlib.import_module("contrastkit.losses.siglip")  # the function shadows it
+
+    recomputed: list[int] = []
+    checkpoint = siglip_module.checkpoint
+
+    def spy(fn: Callable[..., Tensor], *args: object, **kwargs: object) -> Tensor:
+        recomputed.append(1)
+        return checkpoint(fn, *args, **kwargs)
+
+    monkeypatch.setattr(siglip_module, "checkpoint", spy)
+    results = {}
+    for budget in (None, 0):
+        x = _inputs()
+        recomputed.clear()
+        loss = ck.siglip(x["a"], x["b"], chunk_size=5, memory_budget=budget)
+        grads = torch.autograd.grad(loss, [x["a"], x["b"]])
+        results[budget] = (loss.detach(), grads, len(recomputed))
+    assert results[None][2] == 0  # 12 × 12 logits fit in 1 GiB: kept, nothing recomputed
+    assert results[0][2] == 9  # 3 × 3 tiles of 5, each recomputed in backward
+    torch.testing.assert_close(results[0][0], results[None][0], rtol=1e-12, atol=1e-12)
+    for g0, g1 in zip(results[0][1], results[None][1], strict=True):
+        torch.testing.assert_close(g0, g1, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

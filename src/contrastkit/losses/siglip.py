@@ -17,13 +17,14 @@ from torch.utils.checkpoint import checkpoint
 from contrastkit._checks import (
     Reduction,
     check_chunk_size,
+    check_memory_budget,
     check_reduction,
     check_temperature,
     reduce,
     validate_pair,
 )
 from contrastkit.distributed import all_gather_with_grad
-from contrastkit.engine import DENSE_MAX_PAIRS, default_tile
+from contrastkit.engine import DEFAULT_MEMORY_BUDGET, DENSE_MAX_PAIRS, default_tile
 from contrastkit.losses._base import LossModule
 from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.temperature import LearnableTemperature
@@ -39,6 +40,7 @@ def siglip(
     normalize: bool = True,
     reduction: Reduction = "mean",
     chunk_size: int | None = None,
+    memory_budget: int | None = None,
     check_values: bool = True,
     gather_distributed: bool = False,
 ) -> Tensor:
@@ -52,8 +54,11 @@ def siglip(
     ``mean_i ℓ_i`` = ``Σ_ij … / B`` (open_clip's normalisation: by ``B``, not ``B²``). No softmax,
     so no denominator; the loss is symmetric in ``a`` and ``b`` by construction.
 
-    The chunked path uses the identity above: it sums ``softplus`` over ``chunk × chunk`` tiles
-    recomputed in backward (activation checkpointing), so memory is ``O(B·d + chunk²)``.
+    Paths: small ``B × B`` is one dense block. Larger, when the logits fit in ``memory_budget``
+    they are computed in blocks of full rows and kept for backward (three matrix products in
+    all, like the engine's kept path); otherwise the identity above is summed over
+    ``chunk × chunk`` tiles recomputed in backward (activation checkpointing, four products),
+    so memory is ``O(B·d + chunk²)``.
 
     Defaults (SigLIP): ``τ = 0.1`` (``t' = log 10``), ``bias = -10``; :class:`SigLIPLoss` learns
     both.
@@ -66,6 +71,8 @@ def siglip(
         normalize: L2-normalise first.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'`` (per-anchor row sums ``ℓ_i``).
         chunk_size: None picks automatically; an int forces the chunked path with that tile.
+        memory_budget: bytes the ``B × B`` logits may keep between forward and backward (None:
+            1 GiB, as :func:`contrastkit.engine.pairwise_lse`; 0: always recompute).
         check_values: check for NaN/inf (a host sync).
         gather_distributed: under torch.distributed, pair this rank's rows of ``a`` with the
             ``b`` rows of **every** rank (gathered with gradient); each pair of the global batch
@@ -92,6 +99,7 @@ def siglip(
     )
     check_reduction(reduction)
     check_chunk_size(chunk_size)
+    check_memory_budget(memory_budget)
     if isinstance(bias, Tensor):
         if bias.numel() != 1 or not bias.is_floating_point():
             raise ValueError(
@@ -108,10 +116,16 @@ def siglip(
     # Σ_j over the global batch: the positive column is among the keys either way.
     keys = all_gather_with_grad(zb) if gather_distributed else zb  # (m, d), m = W·B or B
     n, m = za.shape[0], keys.shape[0]
-    if chunk_size is None and n * m <= DENSE_MAX_PAIRS:
-        softplus_rows = _softplus_rows(queries, keys, bias_t)
+    tile = chunk_size or default_tile(queries.device)
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (queries, keys, bias_t))
+    if not needs_grad or n * m * queries.element_size() <= budget:
+        # blocks of full rows; autograd keeps each block's logits (n·m in all) for backward
+        dense = chunk_size is None and n * m <= DENSE_MAX_PAIRS
+        rows = n if dense else max(1, tile * tile // m)
+        blocks = [_softplus_rows(queries[r0 : r0 + rows], keys, bias_t) for r0 in range(0, n, rows)]
+        softplus_rows = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
     else:
-        tile = chunk_size or default_tile(queries.device)
         parts = []
         for r0 in range(0, n, tile):
             row_sum = queries.new_zeros(min(tile, n - r0))
@@ -157,6 +171,7 @@ class SigLIPLoss(LossModule):
         normalize: L2-normalise first.
         reduction: ``'mean'`` | ``'sum'`` | ``'none'``.
         chunk_size: tile size of the chunked path (None: automatic).
+        memory_budget: bytes the logits may keep for backward (see :func:`siglip`).
         gather_distributed: pair local rows with every rank's rows (see :func:`siglip`).
         check_values: value checks (see :func:`siglip`).
 
@@ -174,6 +189,7 @@ class SigLIPLoss(LossModule):
         normalize: bool = True,
         reduction: Reduction = "mean",
         chunk_size: int | None = None,
+        memory_budget: int | None = None,
         gather_distributed: bool = False,
         check_values: bool = True,
     ) -> None:
@@ -185,6 +201,7 @@ class SigLIPLoss(LossModule):
             normalize=normalize,
             reduction=reduction,
             chunk_size=chunk_size,
+            memory_budget=memory_budget,
             gather_distributed=gather_distributed,
             check_values=check_values,
         )
