@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+import contrastkit.engine.lse as lse_module
 from contrastkit.engine import Pairs, SideStats, pairwise_lse, safe_logaddexp, safe_logsumexp
 
 
@@ -275,7 +276,12 @@ def _kept_numel(side_lse):
 @pytest.mark.parametrize("mode", ["plain", "ids", "labels"])
 @pytest.mark.parametrize("rows,columns", [(True, True), (True, False), (False, True)])
 @pytest.mark.parametrize("chunk", [None, 16])
-def test_kept_and_recomputed_logits_give_the_same_values_and_gradients(mode, rows, columns, chunk):
+@pytest.mark.parametrize("wide_rows", [None, 10], ids=["wide-default", "wide-10"])
+def test_kept_and_recomputed_logits_give_the_same_values_and_gradients(
+    mode, rows, columns, chunk, wide_rows, monkeypatch
+):
+    if wide_rows is not None:  # several wide blocks (rows-only kept path) at this small size
+        monkeypatch.setattr(lse_module, "WIDE_ROWS", wide_rows)
     g = torch.Generator().manual_seed(11)
     n, m, d = 45, 38, 6
     a0 = torch.randn(n, d, dtype=torch.float64, generator=g)
