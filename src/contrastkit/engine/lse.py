@@ -19,6 +19,9 @@ Independently of the path, ``memory_budget`` decides what backward gets:
 * **kept** (``n·m`` logits fit in the budget and a gradient is needed): the forward writes ``S``
   (masked) into one ``n × m`` buffer, in blocks of full rows, and keeps it; backward builds
   ``∂L/∂S`` from it block by block and costs **2** matrix products (3 in all, the roofline).
+  A rule with pair weights (CWCL's key kernel, SupCon's labels) keeps its weights too (twice
+  the memory), so backward does not evaluate the rule again (for CWCL: one product of keys and
+  an exp pass per block).
 * **recomputed** (otherwise): nothing of size ``n·m`` outlives the forward; backward recomputes
   each ``tile × tile`` block (4 products in all). With ``P = exp(S - lse)``,
 
@@ -132,8 +135,9 @@ def pairwise_lse(
             an integer forces the tiled path with that tile edge.
         memory_budget: bytes that the ``n × m`` logits may occupy between forward and backward
             (None: :data:`DEFAULT_MEMORY_BUDGET`, 1 GiB). When a gradient is needed and
-            ``n·m·itemsize`` fits, the forward keeps ``S`` and backward costs 2 matrix products
-            instead of 3 (recomputing ``S``); otherwise extra memory stays ``O((n + m)·d +
+            ``n·m·itemsize`` fits (twice that for a rule with pair weights, which are kept
+            too), the forward keeps ``S`` and backward costs 2 matrix products instead of 3
+            (recomputing ``S``); otherwise extra memory stays ``O((n + m)·d +
             tile²)``. 0 never keeps ``S``. Values and gradients agree either way (to rounding).
 
     Returns:
@@ -165,10 +169,11 @@ def pairwise_lse(
     n, m = a.shape[0], c.shape[0]
     dense = chunk_size is None and n * m <= DENSE_MAX_PAIRS
     tile = max(n, m) if dense else (chunk_size or default_tile(a.device))
-    weighted = pairs is not None and pairs.has_weights
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
     needs_grad = torch.is_grad_enabled() and (a.requires_grad or c.requires_grad)
-    keep = needs_grad and n * m * a.element_size() <= budget
+    weighted = pairs is not None and pairs.has_weights
+    # kept: the logits, and the pair weights when the rule has any (not recomputed in backward)
+    keep = needs_grad and n * m * a.element_size() * (2 if weighted else 1) <= budget
     if dense and keep and n * m <= AUTOGRAD_MAX_PAIRS:
         r_lse, r_ws, r_wt, c_lse, c_ws, c_wt = _dense_autograd(a, c, pairs, rows, columns)
     else:
@@ -301,6 +306,8 @@ class _TiledLSE(torch.autograd.Function):
         # One buffer for S (kept: all of it, else one block), one for exp/weights; reused.
         s_flat = a.new_empty(n * m if keep else tr * tc)
         e_flat = a.new_empty(0 if keep_exp and not weighted else tr * tc)
+        # kept pair weights (zeros where a tile has none)
+        w_flat = a.new_zeros(n * m if keep and weighted else 0)
         for r0 in range(0, n, tr):
             r1 = min(r0 + tr, n)
             a_rows = a[r0:r1]
@@ -317,6 +324,8 @@ class _TiledLSE(torch.autograd.Function):
                 tp = _tile(pairs, slice(r0, r1), slice(c0, c1), a.dtype) if pairs else None
                 if tp is not None:
                     if tp.weight is not None:
+                        if keep:  # the weights too: backward reads them, no recompute
+                            w_flat[offset : offset + size].view(shape).copy_(tp.weight)
                         torch.mul(s, tp.weight, out=e)
                         if rows:
                             row_ws[r0:r1] += e.sum(1)
@@ -348,7 +357,7 @@ class _TiledLSE(torch.autograd.Function):
         # The kept (masked) S goes through save_for_backward so that autograd frees it after
         # backward even while the caller still holds the loss.
         kept = s_flat.view(n, m) if keep else empty
-        ctx.save_for_backward(a, c, row_lse, col_lse, kept, row_total)
+        ctx.save_for_backward(a, c, row_lse, col_lse, kept, row_total, w_flat)
         ctx.pairs, ctx.rows, ctx.columns, ctx.keep = pairs, rows, columns, keep
         ctx.keep_exp = keep_exp
         ctx.blocks = (tr, tc)
@@ -365,7 +374,7 @@ class _TiledLSE(torch.autograd.Function):
         g_col_ws: Tensor,
         _g_col_wt: Tensor,
     ) -> tuple[Tensor | None, ...]:
-        a, c, row_lse, col_lse, kept, row_total = ctx.saved_tensors
+        a, c, row_lse, col_lse, kept, row_total, w_flat = ctx.saved_tensors
         pairs: PairRule | None = ctx.pairs
         rows: bool = ctx.rows
         columns: bool = ctx.columns
@@ -397,10 +406,14 @@ class _TiledLSE(torch.autograd.Function):
                 size = shape[0] * shape[1]
                 offset = r0 * m if keep else 0
                 s = s_flat[offset : offset + size].view(shape)
-                # masks are already in the kept S: expand the pair rule only for weights
+                # kept: masks are in S and the weights in w_flat; else expand the pair rule
                 tp = None
-                if pairs is not None and (weighted or not keep):
+                if pairs is not None and not keep:
                     tp = _tile(pairs, slice(r0, r1), slice(c0, c1), a.dtype)
+                weight = None
+                if weighted:
+                    kept_weight = w_flat[offset : offset + size].view(shape) if keep else None
+                    weight = kept_weight if keep else (tp.weight if tp is not None else None)
                 if not keep:
                     torch.mm(a_rows, c[c0:c1].T, out=s)
                     if tp is not None:
@@ -431,11 +444,11 @@ class _TiledLSE(torch.autograd.Function):
                 else:
                     torch.sub(s, col_shift[None, c0:c1], out=g).exp_()
                     g.mul_(g_col_lse[None, c0:c1])
-                if weighted and tp is not None and tp.weight is not None:
+                if weight is not None:
                     coeff = g_row_ws[r0:r1, None] if rows else 0.0
                     if columns:
                         coeff = coeff + g_col_ws[None, c0:c1]
-                    g.addcmul_(tp.weight, torch.as_tensor(coeff, dtype=g.dtype))
+                    g.addcmul_(weight, torch.as_tensor(coeff, dtype=g.dtype))
                 if grad_a is not None:
                     grad_a[r0:r1].addmm_(g, c[c0:c1])
                 if grad_c is not None:
