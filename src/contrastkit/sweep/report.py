@@ -260,6 +260,7 @@ def _panel(ax: Any, sweep: Sweep, plot: Plot, stats: Sequence[PointStats]) -> No
                 ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if plot.logx:
         ax.set_xscale("log")
+        _label_swept_values(ax, plot, points)
     xlabel = short.get(plot.x, plot.x) if plot.kind == "line" else plot.x
     ax.set_xlabel(xlabel)
     ax.set_ylabel(plot.y)
@@ -272,6 +273,23 @@ def _panel(ax: Any, sweep: Sweep, plot: Plot, stats: Sequence[PointStats]) -> No
         ax.legend(fontsize=7)
     if not series:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+
+
+def _label_swept_values(ax: Any, plot: Plot, points: Sequence[PointStats]) -> None:
+    """Tick a log x axis of a line plot at exactly the swept values (``0.05, 0.1, 0.2``).
+
+    Matplotlib's default puts labels at powers of ten only, with unlabelled minor ticks between.
+    """
+    if plot.kind != "line":
+        return
+    values = sorted({v for s in points if isinstance(v := s.point.get(plot.x), (int, float))})
+    if not values or min(values) <= 0:
+        return
+    ax.minorticks_off()
+    ax.set_xticks(values)
+    ax.set_xticklabels(
+        [format_value(v) for v in values], fontsize=7, rotation=45 if len(values) > 6 else 0
+    )
 
 
 def _sortable(value: Any) -> Any:
