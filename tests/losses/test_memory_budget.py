@@ -73,30 +73,47 @@ def test_every_loss_taking_memory_budget_is_covered():
     assert taking == set(CASES) | {"siglip"}
 
 
-def test_siglip_keeps_full_row_blocks_within_the_budget_and_recomputes_tiles_below(monkeypatch):
-    """SigLIP is not an engine log-sum-exp: its own blocks follow the same budget."""
+def test_siglip_keeps_its_logits_within_the_budget_and_recomputes_below(monkeypatch):
+    """SigLIP is not an engine log-sum-exp: its own tiled Function follows the same budget."""
     siglip_module = importlib.import_module("contrastkit.losses.siglip")  # the function shadows it
+    kept: list[bool] = []
+    apply = siglip_module._TiledSoftplusRows.apply
 
-    recomputed: list[int] = []
-    checkpoint = siglip_module.checkpoint
+    def spy(*args: object) -> object:
+        kept.append(bool(args[4]))  # (q, k, bias, tile, keep)
+        return apply(*args)
 
-    def spy(fn: Callable[..., Tensor], *args: object, **kwargs: object) -> Tensor:
-        recomputed.append(1)
-        return checkpoint(fn, *args, **kwargs)
-
-    monkeypatch.setattr(siglip_module, "checkpoint", spy)
+    monkeypatch.setattr(siglip_module._TiledSoftplusRows, "apply", spy)
     results = {}
     for budget in (None, 0):
         x = _inputs()
-        recomputed.clear()
-        loss = ck.siglip(x["a"], x["b"], chunk_size=5, memory_budget=budget)
-        grads = torch.autograd.grad(loss, [x["a"], x["b"]])
-        results[budget] = (loss.detach(), grads, len(recomputed))
-    assert results[None][2] == 0  # 12 × 12 logits fit in 1 GiB: kept, nothing recomputed
-    assert results[0][2] == 9  # 3 × 3 tiles of 5, each recomputed in backward
+        bias = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
+        kept.clear()
+        loss = ck.siglip(x["a"], x["b"], bias=bias, chunk_size=5, memory_budget=budget)
+        grads = torch.autograd.grad(loss, [x["a"], x["b"], bias])
+        results[budget] = (loss.detach(), grads, list(kept))
+    assert results[None][2] == [True] and results[0][2] == [False]
     torch.testing.assert_close(results[0][0], results[None][0], rtol=1e-12, atol=1e-12)
     for g0, g1 in zip(results[0][1], results[None][1], strict=True):
         torch.testing.assert_close(g0, g1, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("budget", [None, 0])
+def test_siglip_tiled_function_matches_float64_autograd(budget):
+    """Values and gradients (inputs and bias) of the tiled Function against plain autograd."""
+    x = _inputs()
+    bias = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
+    inputs = [x["a"], x["b"], bias]
+    tiled = ck.siglip(x["a"], x["b"], bias=bias, chunk_size=5, memory_budget=budget)
+    dense = ck.siglip(x["a"], x["b"], bias=bias)  # 12 × 12: plain autograd
+    torch.testing.assert_close(tiled, dense, rtol=1e-12, atol=1e-12)
+    for gt, gd in zip(
+        torch.autograd.grad(tiled, inputs), torch.autograd.grad(dense, inputs), strict=True
+    ):
+        torch.testing.assert_close(gt, gd, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: ck.siglip(a, b, bias=c, chunk_size=5, memory_budget=budget), inputs
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

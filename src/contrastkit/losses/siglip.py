@@ -8,11 +8,12 @@ Reference:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from contrastkit._checks import (
     Reduction,
@@ -24,7 +25,8 @@ from contrastkit._checks import (
     validate_pair,
 )
 from contrastkit.distributed import all_gather_with_grad
-from contrastkit.engine import DEFAULT_MEMORY_BUDGET, DENSE_MAX_PAIRS, default_tile
+from contrastkit.engine import DEFAULT_MEMORY_BUDGET, default_tile
+from contrastkit.engine.lse import AUTOGRAD_MAX_PAIRS
 from contrastkit.losses._base import LossModule
 from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.temperature import LearnableTemperature
@@ -54,11 +56,10 @@ def siglip(
     ``mean_i ℓ_i`` = ``Σ_ij … / B`` (open_clip's normalisation: by ``B``, not ``B²``). No softmax,
     so no denominator; the loss is symmetric in ``a`` and ``b`` by construction.
 
-    Paths: small ``B × B`` is one dense block. Larger, when the logits fit in ``memory_budget``
-    they are computed in blocks of full rows and kept for backward (three matrix products in
-    all, like the engine's kept path); otherwise the identity above is summed over
-    ``chunk × chunk`` tiles recomputed in backward (activation checkpointing, four products),
-    so memory is ``O(B·d + chunk²)``.
+    Paths: small ``B × B`` is plain autograd. Larger, the identity above is summed in blocks by
+    its own autograd Function, like the engine: when the logits fit in ``memory_budget`` they
+    are kept for backward (three matrix products in all); otherwise ``chunk × chunk`` tiles are
+    recomputed in backward (four products) and memory is ``O(B·d + chunk²)``.
 
     Defaults (SigLIP): ``τ = 0.1`` (``t' = log 10``), ``bias = -10``; :class:`SigLIPLoss` learns
     both.
@@ -116,29 +117,16 @@ def siglip(
     # Σ_j over the global batch: the positive column is among the keys either way.
     keys = all_gather_with_grad(zb) if gather_distributed else zb  # (m, d), m = W·B or B
     n, m = za.shape[0], keys.shape[0]
-    tile = chunk_size or default_tile(queries.device)
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (queries, keys, bias_t))
-    if not needs_grad or n * m * queries.element_size() <= budget:
-        # blocks of full rows; autograd keeps each block's logits (n·m in all) for backward
-        dense = chunk_size is None and n * m <= DENSE_MAX_PAIRS
-        rows = n if dense else max(1, tile * tile // m)
-        blocks = [_softplus_rows(queries[r0 : r0 + rows], keys, bias_t) for r0 in range(0, n, rows)]
-        softplus_rows = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
+    keep = needs_grad and n * m * queries.element_size() <= budget
+    if chunk_size is None and n * m <= AUTOGRAD_MAX_PAIRS and (keep or not needs_grad):
+        softplus_rows = _softplus_rows(queries, keys, bias_t)  # small: plain autograd
     else:
-        parts = []
-        for r0 in range(0, n, tile):
-            row_sum = queries.new_zeros(min(tile, n - r0))
-            for c0 in range(0, m, tile):
-                row_sum = row_sum + checkpoint(
-                    _softplus_rows,
-                    queries[r0 : r0 + tile],
-                    keys[c0 : c0 + tile],
-                    bias_t,
-                    use_reentrant=False,
-                )
-            parts.append(row_sum)
-        softplus_rows = torch.cat(parts)
+        tile = chunk_size or default_tile(queries.device)
+        softplus_rows = _TiledSoftplusRows.apply(  # type: ignore[no-untyped-call]
+            queries, keys, bias_t, tile, keep
+        )
     losses = softplus_rows - positive  # (B,)
     return checks.verify(reduce(losses, reduction))
 
@@ -150,6 +138,69 @@ def _softplus_rows(queries: Tensor, keys: Tensor, bias: Tensor) -> Tensor:
     with autocast off (at ``τ = 0.01`` bf16 logits cost ~1000× the error of the engine).
     """
     return F.softplus(queries @ keys.T + bias).sum(1)
+
+
+class _TiledSoftplusRows(torch.autograd.Function):
+    """``Σ_j softplus(x_ij)``, ``x = Q Kᵀ + bias``, in blocks; backward from kept or recomputed x.
+
+    ``∂/∂x_ij = σ(x_ij)`` times the row's incoming gradient ``g_i``, so with ``G = σ(X) ∘ g``:
+    ``∂Q = G K``, ``∂K = Gᵀ Q``, ``∂bias = Σ G``. Kept (``keep``): the forward writes ``X`` in
+    blocks of full rows into one ``n × m`` buffer and backward costs 2 products (3 in all);
+    recomputed: ``tile × tile`` blocks, 4 products, extra memory ``O((n + m)·d + tile²)`` —
+    the engine's two paths (:mod:`contrastkit.engine.lse`) for the sigmoid loss. Gradients are
+    accumulated into preallocated ``(n, d)``/``(m, d)`` tensors (no full-size gradient per block,
+    which slicing inside autograd would create).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, q: Tensor, k: Tensor, bias: Tensor, tile: int, keep: bool) -> Tensor:
+        n, m = q.shape[0], k.shape[0]
+        tr, tc = (min(n, max(1, tile * tile // m)), m) if keep else (min(tile, n), min(tile, m))
+        out = q.new_zeros(n)
+        x_flat = q.new_empty(n * m if keep else tr * tc)
+        for r0, r1, c0, c1, x in _blocks(x_flat, n, m, tr, tc, keep):
+            torch.addmm(bias, q[r0:r1], k[c0:c1].T, out=x)  # (r, c) x = q·k + bias
+            out[r0:r1] += F.softplus(x).sum(1)
+        ctx.save_for_backward(q, k, bias, x_flat.view(n, m) if keep else q.new_empty(0))
+        ctx.blocks, ctx.keep = (tr, tc), keep
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g_out: Tensor) -> tuple[Tensor | None, ...]:
+        q, k, bias, kept = ctx.saved_tensors
+        need_q, need_k, need_bias = ctx.needs_input_grad[:3]
+        n, m = q.shape[0], k.shape[0]
+        (tr, tc), keep = ctx.blocks, ctx.keep
+        grad_q = torch.zeros_like(q) if need_q else None
+        grad_k = torch.zeros_like(k) if need_k else None
+        grad_bias = torch.zeros_like(bias)
+        x_flat = kept.view(-1) if keep else q.new_empty(tr * tc)
+        g_flat = q.new_empty(tr * tc)
+        for r0, r1, c0, c1, x in _blocks(x_flat, n, m, tr, tc, keep):
+            if not keep:
+                torch.addmm(bias, q[r0:r1], k[c0:c1].T, out=x)
+            g = torch.sigmoid(x, out=g_flat[: x.numel()].view(x.shape))  # kept x stays intact
+            g.mul_(g_out[r0:r1, None])
+            if need_bias:
+                grad_bias += g.sum()
+            if grad_q is not None:
+                grad_q[r0:r1].addmm_(g, k[c0:c1])
+            if grad_k is not None:
+                grad_k[c0:c1].addmm_(g.T, q[r0:r1])
+        return grad_q, grad_k, grad_bias if need_bias else None, None, None
+
+
+def _blocks(
+    flat: Tensor, n: int, m: int, tr: int, tc: int, keep: bool
+) -> Iterator[tuple[int, int, int, int, Tensor]]:
+    """``(r0, r1, c0, c1, view)`` per block; kept blocks are full rows of the ``n × m`` buffer."""
+    for r0 in range(0, n, tr):
+        r1 = min(r0 + tr, n)
+        for c0 in range(0, m, tc):
+            c1 = min(c0 + tc, m)
+            size = (r1 - r0) * (c1 - c0)
+            offset = r0 * m if keep else 0
+            yield r0, r1, c0, c1, flat[offset : offset + size].view(r1 - r0, c1 - c0)
 
 
 class SigLIPLoss(LossModule):
