@@ -121,7 +121,7 @@ def test_tiled_equals_dense_values_and_gradients() -> None:
         _assert_same(dense, tiled, [a, b])
 
 
-def test_running_topk_equals_dense_topk() -> None:
+def test_blocked_topk_equals_dense_topk() -> None:
     q, c = _randn(13, 4, seed=7), _randn(20, 4, seed=8)
     dense = hardest_negatives(q, c, 5)
     for chunk in (1, 3, 6, 13):
