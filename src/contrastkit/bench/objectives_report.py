@@ -220,6 +220,12 @@ READING = [
     "(max, exp, sum, scaling) costs one memory-bound read/write; at small d the passes weigh "
     "more, so roofline shares are expected to be higher at d = 512 than at the default grid's "
     "d = 128.",
+    "- **The roofline's rate is a best case.** It is the median rate of 2048 × d × 2048 "
+    "products; the loss's own products (n × d × m forward, inner dimension n or m in backward) "
+    "run slower on this CPU: the three bare products of InfoNCE at B = 4096, d = 128 took "
+    "~200 ms (~64 GFLOP/s) in one thread against ~83 GFLOP/s for the reference, so 60 % of this "
+    "roofline is ~75 % of what those products reach alone. CLIP also needs the column softmax: "
+    "two more exp passes over n × m (one forward, one backward) than one-direction InfoNCE.",
     "- **Kept vs recomputed logits.** Up to the engine's `memory_budget` (1 GiB: n·m ≤ 2²⁸ in "
     "float32, e.g. B = 16384 for a square S) backward reuses the kept logits (3 products); "
     "above it, backward recomputes every tile (4 products) and extra memory stays O((n+m)·d). "
