@@ -166,11 +166,6 @@ def _safe_output(x: Tensor) -> Tensor:
     return x.detach().sum().abs() <= math.sqrt(torch.finfo(x.dtype).max)
 
 
-def _finite_range(low: Tensor, high: Tensor) -> Tensor:
-    """Every value between ``low`` and ``high`` is finite (NaN compares False)."""
-    return (low > -math.inf) & (high < math.inf)
-
-
 def row_magnitudes(x: Tensor, keepdim: bool = False) -> Tensor:
     """``max_k |x_ik|`` over the last dimension; NaN where a row holds NaN; no copy of ``x``.
 
@@ -403,7 +398,7 @@ def all_finite(x: Tensor) -> bool:
     if not x.numel():
         return True
     low, high = torch.aminmax(x.detach())
-    return bool(_finite_range(low, high))
+    return bool((low > -math.inf) & (high < math.inf))  # NaN compares False
 
 
 def reduce(losses: Tensor, reduction: str) -> Tensor:

@@ -54,9 +54,10 @@ DENSE_MAX_PAIRS = 2048 * 2048
 #: rows and columns of B = 64, d = 128, forward + backward 163 µs with autograd, 252 µs with the
 #: Function; B = 256: 1.31 ms vs 1.50 ms; from B = 512 on the Function is as fast or faster).
 AUTOGRAD_MAX_PAIRS = 256 * 256
-#: Fewest rows per block of a kept, rows-only, unweighted ``S`` (see ``_blocks``). Measured on
-#: one CPU thread, InfoNCE forward + backward at d = 128: B = 8192, 1047 ms with 128-row blocks,
-#: 895 ms with 1024; B = 16384, 4508 ms with 64-row blocks, 3689 ms with 1024; B = 4096 equal.
+#: Fewest rows per block of a kept, rows-only, unweighted ``S`` (see :func:`block_shape`).
+#: Measured on one CPU thread, InfoNCE forward + backward at d = 128: B = 8192, 1047 ms with
+#: 128-row blocks, 895 ms with 1024; B = 16384, 4508 ms with 64-row blocks, 3689 ms with 1024;
+#: B = 4096 equal.
 WIDE_ROWS = 1024
 #: Default tile edge of the tiled path on CPU (a 1024 × 1024 fp32 tile is 4 MiB).
 DEFAULT_TILE = 1024
@@ -169,11 +170,10 @@ def pairwise_lse(
     n, m = a.shape[0], c.shape[0]
     dense = chunk_size is None and n * m <= DENSE_MAX_PAIRS
     tile = max(n, m) if dense else (chunk_size or default_tile(a.device))
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
     needs_grad = torch.is_grad_enabled() and (a.requires_grad or c.requires_grad)
     weighted = pairs is not None and pairs.has_weights
     # kept: the logits, and the pair weights when the rule has any (not recomputed in backward)
-    keep = needs_grad and n * m * a.element_size() * (2 if weighted else 1) <= budget
+    keep = keeps_logits(n, m, a, needs_grad, memory_budget, copies=2 if weighted else 1)
     if dense and keep and n * m <= AUTOGRAD_MAX_PAIRS:
         r_lse, r_ws, r_wt, c_lse, c_ws, c_wt = _dense_autograd(a, c, pairs, rows, columns)
     else:
@@ -259,7 +259,19 @@ def _dense_autograd(
     return r_lse, r_ws, r_wt, c_lse, c_ws, c_wt
 
 
-def _blocks(n: int, m: int, tile: int, keep: bool, wide: bool) -> tuple[int, int]:
+def keeps_logits(
+    n: int, m: int, like: Tensor, needs_grad: bool, memory_budget: int | None, copies: int = 1
+) -> bool:
+    """Whether ``copies`` of the ``n × m`` logits (dtype of ``like``) stay for backward.
+
+    The rule of ``memory_budget`` (see :func:`pairwise_lse`), shared with the losses that tile
+    their own logits (SigLIP).
+    """
+    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
+    return needs_grad and n * m * like.element_size() * copies <= budget
+
+
+def block_shape(n: int, m: int, tile: int, keep: bool, wide: bool = False) -> tuple[int, int]:
     """Block shape ``(rows, cols)``: ``tile × tile``, or full rows of ``~tile²`` entries if kept.
 
     ``wide`` (rows only, unweighted, kept: no per-block buffer exists) takes at least
@@ -300,7 +312,8 @@ class _TiledLSE(torch.autograd.Function):
         # buffer then holds E = exp(S - max) (one exp pass, in place) and backward needs only
         # the row scaling P = E / Σ_j E (no second exp pass).
         keep_exp = keep and rows and not columns
-        tr, tc = _blocks(n, m, tile, keep, wide=keep_exp and not weighted)
+        ctx.scale_operands = keep_exp and not weighted  # see backward
+        tr, tc = block_shape(n, m, tile, keep, wide=ctx.scale_operands)
         single = tr == n and tc == m
         row_total = a.new_empty(n) if keep_exp else empty
         # One buffer for S (kept: all of it, else one block), one for exp/weights; reused.
@@ -392,7 +405,7 @@ class _TiledLSE(torch.autograd.Function):
         if ctx.keep_exp:  # P = E / Σ_j E: the row's gradient over its total (0 if none counted)
             row_scale = torch.where(row_total == 0, 0.0, g_row_lse / row_total)
         tr, tc = ctx.blocks
-        scale_operands = ctx.keep_exp and not weighted
+        scale_operands = ctx.scale_operands
         s_flat = kept.view(-1) if keep else a.new_empty(tr * tc)
         g_flat = a.new_empty(0 if scale_operands else tr * tc)
         # the kept logits must survive a second backward (retain_graph): never modified in place
@@ -410,10 +423,9 @@ class _TiledLSE(torch.autograd.Function):
                 tp = None
                 if pairs is not None and not keep:
                     tp = _tile(pairs, slice(r0, r1), slice(c0, c1), a.dtype)
-                weight = None
-                if weighted:
-                    kept_weight = w_flat[offset : offset + size].view(shape) if keep else None
-                    weight = kept_weight if keep else (tp.weight if tp is not None else None)
+                weight = tp.weight if tp is not None else None
+                if weighted and keep:
+                    weight = w_flat[offset : offset + size].view(shape)
                 if not keep:
                     torch.mm(a_rows, c[c0:c1].T, out=s)
                     if tp is not None:

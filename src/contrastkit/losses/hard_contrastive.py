@@ -31,7 +31,7 @@ from contrastkit._checks import (
     validate_pair,
 )
 from contrastkit.engine import TilePairs, pairwise_lse, safe_logaddexp
-from contrastkit.engine.lse import DENSE_MAX_PAIRS, default_tile
+from contrastkit.engine.lse import DENSE_MAX_PAIRS, block_shape, default_tile
 from contrastkit.losses._base import LossModule
 from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 
@@ -96,9 +96,10 @@ def hardest_negatives(
         ``(n, k)`` int64 column indices (no gradient).
     """
     n, m = anchors.shape[0], candidates.shape[0]
-    tile = chunk_size if chunk_size is not None else default_tile(anchors.device)
-    # Blocks of full rows (~tile² logits each): one top-K per row, no merging across columns.
-    rows = n if chunk_size is None and n * m <= DENSE_MAX_PAIRS else max(1, tile * tile // m)
+    dense = chunk_size is None and n * m <= DENSE_MAX_PAIRS
+    tile = max(n, m) if dense else (chunk_size or default_tile(anchors.device))
+    # Blocks of full rows (~tile² logits each, the engine's kept blocks): one top-K per row.
+    rows, _ = block_shape(n, m, tile, keep=True)
     out = torch.empty(n, k, dtype=torch.long, device=anchors.device)
     for r0 in range(0, n, rows):
         r1 = min(r0 + rows, n)

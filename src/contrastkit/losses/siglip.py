@@ -25,8 +25,8 @@ from contrastkit._checks import (
     validate_pair,
 )
 from contrastkit.distributed import all_gather_with_grad
-from contrastkit.engine import DEFAULT_MEMORY_BUDGET, default_tile
-from contrastkit.engine.lse import AUTOGRAD_MAX_PAIRS
+from contrastkit.engine import default_tile
+from contrastkit.engine.lse import AUTOGRAD_MAX_PAIRS, block_shape, keeps_logits
 from contrastkit.losses._base import LossModule
 from contrastkit.losses._common import full_precision, prepare, scale_by_temperature
 from contrastkit.temperature import LearnableTemperature
@@ -117,9 +117,8 @@ def siglip(
     # Σ_j over the global batch: the positive column is among the keys either way.
     keys = all_gather_with_grad(zb) if gather_distributed else zb  # (m, d), m = W·B or B
     n, m = za.shape[0], keys.shape[0]
-    budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else memory_budget
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (queries, keys, bias_t))
-    keep = needs_grad and n * m * queries.element_size() <= budget
+    keep = keeps_logits(n, m, queries, needs_grad, memory_budget)
     if chunk_size is None and n * m <= AUTOGRAD_MAX_PAIRS and (keep or not needs_grad):
         softplus_rows = _softplus_rows(queries, keys, bias_t)  # small: plain autograd
     else:
@@ -155,7 +154,7 @@ class _TiledSoftplusRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: Tensor, k: Tensor, bias: Tensor, tile: int, keep: bool) -> Tensor:
         n, m = q.shape[0], k.shape[0]
-        tr, tc = (min(n, max(1, tile * tile // m)), m) if keep else (min(tile, n), min(tile, m))
+        tr, tc = block_shape(n, m, tile, keep)
         out = q.new_zeros(n)
         x_flat = q.new_empty(n * m if keep else tr * tc)
         for r0, r1, c0, c1, x in _blocks(x_flat, n, m, tr, tc, keep):
